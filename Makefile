@@ -1,0 +1,39 @@
+# hybridmem front door. `make run` serves the app; `make test` runs the suite.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: setup run test test-fast lint bench clean
+
+# Idempotent: re-installs only when pyproject.toml changed since the last install.
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found (hybridmem needs Python 3.11)"; exit 1; }
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	# torch first and exactly pinned, so that no other requirement pulls a CUDA build.
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -e '.[dev,langgraph]'
+	@touch $(STAMP)
+
+setup: $(STAMP)
+
+run: setup
+	$(BIN)/hybridmem run --host $(HOST) --port $(PORT)
+
+test: setup
+	$(BIN)/python -m pytest -q -ra $(PYTEST_ARGS)
+
+test-fast: setup
+	$(BIN)/python -m pytest -q -ra -m "not serve and not slow" $(PYTEST_ARGS)
+
+lint: setup
+	$(BIN)/ruff check core deployments jobs tests
+	$(BIN)/ruff format --check core deployments jobs tests
+	$(BIN)/mypy core deployments jobs
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

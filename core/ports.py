@@ -1,0 +1,130 @@
+"""The ports (Protocols) each tier implements. Fakes in tests implement the same ones.
+
+One contract suite per port runs against every implementation (tests/contract/).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, Protocol
+
+from core.models import Episode, JsonDict, MemoryRecord, ModelVersion, ScratchpadEntry, Transcript, VectorHit, VectorPoint
+
+
+class WorkingStore(Protocol):
+    """Working tier (Redis): session buffers, scratchpads. Keys are tenant-scoped."""
+
+    async def append_session(self, episodes: Sequence[Episode]) -> None:
+        """Append episodes to their sessions' buffers (pipelined), cap the length, refresh TTL."""
+
+    async def recent_session(self, *, tenant_id: str, session_id: str, limit: int) -> list[Episode]:
+        """Newest ``limit`` episodes of a session buffer, oldest first."""
+
+    async def delete_session(self, *, tenant_id: str, session_id: str) -> None: ...
+
+    async def remove_from_sessions(self, *, tenant_id: str, episode_ids: Sequence[uuid.UUID]) -> int:
+        """Drop the given episodes from any session buffer of the tenant (cascading deletes)."""
+
+    async def put_scratchpad(
+        self, *, tenant_id: str, agent_id: str, key: str, value: Any, ttl_s: int | None
+    ) -> ScratchpadEntry: ...
+
+    async def put_scratchpads(self, entries: Sequence[ScratchpadEntry]) -> None:
+        """Bulk put in one pipeline."""
+
+    async def get_scratchpad(self, *, tenant_id: str, agent_id: str, key: str) -> ScratchpadEntry | None: ...
+
+    async def delete_scratchpad(self, *, tenant_id: str, agent_id: str, key: str) -> bool: ...
+
+    async def list_scratchpads(
+        self, *, tenant_id: str, agent_id: str, cursor: str | None = None, limit: int = 100
+    ) -> tuple[list[ScratchpadEntry], str | None]:
+        """A page of entries and the next cursor (None at the end)."""
+
+    async def ping(self) -> None:
+        """Raise StoreUnavailable when the store cannot be reached."""
+
+
+class EpisodicStore(Protocol):
+    """Episodic tier (Postgres): durable episodes, transcripts, memory records."""
+
+    async def insert_episodes(self, episodes: Sequence[Episode]) -> list[uuid.UUID]:
+        """Insert in one transaction; an id already stored is skipped. Returns ids newly inserted."""
+
+    async def get_episode(self, *, tenant_id: str, episode_id: uuid.UUID) -> Episode | None: ...
+
+    async def recent_episodes(
+        self, *, tenant_id: str, session_id: str, limit: int, agent_id: str | None = None
+    ) -> list[Episode]:
+        """Newest ``limit`` episodes of a session, oldest first."""
+
+    async def list_episodes(
+        self,
+        *,
+        tenant_id: str,
+        session_id: str | None = None,
+        agent_id: str | None = None,
+        after: tuple[datetime, uuid.UUID] | None = None,
+        limit: int = 100,
+    ) -> list[Episode]:
+        """Keyset-paginated listing ordered by (created_at, id)."""
+
+    async def delete_episodes(self, *, tenant_id: str, episode_ids: Sequence[uuid.UUID]) -> int: ...
+
+    async def insert_transcript(self, transcript: Transcript, episodes: Sequence[Episode]) -> bool:
+        """Store a transcript and its turns as episodes, atomically; False if it already existed."""
+
+    async def get_transcript(self, *, tenant_id: str, transcript_id: uuid.UUID) -> Transcript | None: ...
+
+    async def upsert_memories(self, records: Sequence[MemoryRecord]) -> None: ...
+
+    async def get_memory(self, *, tenant_id: str, memory_id: uuid.UUID) -> MemoryRecord | None: ...
+
+    async def list_memories(
+        self,
+        *,
+        tenant_id: str,
+        agent_id: str | None = None,
+        after: tuple[datetime, uuid.UUID] | None = None,
+        limit: int = 100,
+    ) -> list[MemoryRecord]: ...
+
+    async def delete_memories(self, *, tenant_id: str, memory_ids: Sequence[uuid.UUID]) -> int: ...
+
+    async def ping(self) -> None: ...
+
+
+class VectorIndex(Protocol):
+    """Semantic tier: one collection per model version behind an alias."""
+
+    async def ensure_collection(self, version: ModelVersion, *, make_live: bool = True) -> str:
+        """Create the version's collection (+ payload indexes) if missing; point the alias at it."""
+
+    async def upsert(self, points: Sequence[VectorPoint], *, collection: str | None = None) -> None: ...
+
+    async def search(
+        self,
+        vector: Sequence[float],
+        *,
+        tenant_id: str,
+        k: int,
+        filters: JsonDict | None = None,
+        collection: str | None = None,
+    ) -> list[VectorHit]:
+        """Nearest points of the tenant; ``filters`` keys: agent_id, session_id, kind, created_after, created_before."""
+
+    async def delete_by_source(self, *, tenant_id: str, source_ids: Sequence[str]) -> None:
+        """Delete every point whose payload ``source_ids`` contains any of the given ids."""
+
+    async def delete_ids(self, ids: Sequence[uuid.UUID], *, collection: str | None = None) -> None: ...
+
+    async def count(self, *, tenant_id: str | None = None, collection: str | None = None) -> int: ...
+
+    async def live_version(self) -> str | None:
+        """The model version key of the collection the alias points at (None: no collection yet)."""
+
+    async def ping(self) -> None: ...
+
+    async def close(self) -> None: ...

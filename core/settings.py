@@ -1,0 +1,180 @@
+"""All configuration in one pydantic-settings model.
+
+Env prefix ``HYBRIDMEM_``, nested delimiter ``__`` (``HYBRIDMEM_REDIS__URL``), ``.env`` supported.
+Nothing here runs at import: call :func:`Settings` (or :meth:`Settings.load`) when you need it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Scope = Literal["memory:read", "memory:write", "admin"]
+ALL_SCOPES: tuple[Scope, ...] = ("memory:read", "memory:write", "admin")
+
+_PLACEHOLDER_SECRETS = {"changeme", "change-me", "secret", "password", "dev", "test", "example"}
+
+
+class RedisSettings(BaseModel):
+    url: str | None = Field(None, description="redis:// URL; unset → an embedded Valkey server is started")
+    key_prefix: str = Field("hm", description="Prefix of every key hybridmem writes (tests use their own)")
+    socket_timeout_s: float = Field(2.0, gt=0, description="Timeout of every Redis call")
+    session_buffer_max_len: int = Field(200, ge=1, description="Turns kept per session buffer")
+    session_buffer_ttl_s: int = Field(7 * 24 * 3600, ge=1, description="Session buffer TTL, refreshed on write")
+    scratchpad_default_ttl_s: int | None = Field(24 * 3600, description="Scratchpad TTL when none is given")
+
+
+class PostgresSettings(BaseModel):
+    dsn: str | None = Field(None, description="postgresql:// DSN; unset → an embedded Postgres is started")
+    pool_min_size: int = Field(1, ge=0)
+    pool_max_size: int = Field(10, ge=1)
+    command_timeout_s: float = Field(10.0, gt=0, description="Timeout of every Postgres statement")
+    connect_timeout_s: float = Field(5.0, gt=0)
+
+
+class QdrantSettings(BaseModel):
+    url: str | None = Field(None, description="Qdrant server URL; unset → an embedded store under data_dir")
+    api_key: str | None = Field(None, description="Qdrant API key (server mode)")
+    backend: Literal["auto", "server", "local", "edge"] = Field(
+        "auto", description="auto: server when url is set, else the embedded HNSW engine (edge)"
+    )
+    path: Path | None = Field(None, description="Directory of the embedded store (default data_dir/qdrant)")
+    collection_prefix: str = Field("hybridmem", description="Collections are {prefix}_{model version}")
+    alias: str = Field("hybridmem_memories", description="Alias that points at the live collection")
+    distance: Literal["Cosine", "Dot", "Euclid"] = "Cosine"
+    hnsw_m: int = Field(16, ge=4)
+    hnsw_ef_construct: int = Field(100, ge=4)
+    search_ef: int = Field(128, ge=4)
+    shard_number: int = Field(1, ge=1)
+    replication_factor: int = Field(1, ge=1)
+    timeout_s: float = Field(10.0, gt=0)
+
+
+class EmbeddingSettings(BaseModel):
+    model: str = Field("all-MiniLM-L6-v2", description="Model name or local path (default: the packaged model)")
+    backend: Literal["auto", "torch", "onnx"] = Field("auto", description="Inference backend")
+    device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
+    cpu_threads: int | None = Field(None, ge=1, description="torch threads on CPU (default: all cores)")
+    max_batch_size: int = Field(64, ge=1, description="@serve.batch max batch size")
+    batch_wait_timeout_s: float = Field(0.005, ge=0, description="@serve.batch wait timeout")
+    encode_batch_size: int = Field(64, ge=1, description="Batch size of one model call")
+    cache_enabled: bool = True
+    cache_ttl_s: int = Field(30 * 24 * 3600, ge=1, description="Embedding cache entry TTL")
+    ollama_url: str | None = Field(None, description="Ollama base URL used as fallback model host")
+    ollama_model: str = Field("nomic-embed-text", description="Ollama embedding model for the fallback")
+    ollama_timeout_s: float = Field(30.0, gt=0)
+
+
+class RetrievalSettings(BaseModel):
+    default_k: int = Field(10, ge=1)
+    fusion: Literal["rrf", "weighted"] = "rrf"
+    rrf_k: int = Field(60, ge=1)
+    recency_half_life_s: float | None = Field(None, gt=0, description="Recency decay half-life (off: None)")
+    mmr_lambda: float = Field(0.7, ge=0, le=1)
+    dedupe_threshold: float = Field(0.95, ge=0, le=1)
+    tokenizer: str | None = Field(None, description="Tokenizer for budgets (default: the embedding model's)")
+    default_token_budget: int = Field(2048, ge=1)
+
+
+class LimitSettings(BaseModel):
+    max_content_chars: int = Field(32_768, ge=1, description="Largest episode/memory content")
+    max_batch_items: int = Field(1_000, ge=1, description="Most items in one batch request")
+    max_metadata_bytes: int = Field(16_384, ge=2, description="Largest metadata object (JSON bytes)")
+    max_metadata_depth: int = Field(5, ge=1)
+    min_ttl_s: int = Field(1, ge=1)
+    max_ttl_s: int = Field(30 * 24 * 3600, ge=1)
+    max_token_budget: int = Field(32_768, ge=1)
+    max_query_chars: int = Field(4_096, ge=1)
+    max_id_chars: int = Field(256, ge=1)
+    max_request_bytes: int = Field(16 * 1024 * 1024, ge=1024)
+
+
+class ApiKeySpec(BaseModel):
+    """An API key as stored in settings: its SHA-256 hash, the tenant it fixes, its scopes."""
+
+    key_sha256: str = Field(min_length=64, max_length=64)
+    tenant_id: str = Field(min_length=1)
+    scopes: list[Scope] = Field(default_factory=lambda: ["memory:read", "memory:write"])
+    name: str = ""
+
+    @staticmethod
+    def hash_key(raw_key: str) -> str:
+        return hashlib.sha256(raw_key.encode()).hexdigest()
+
+
+class AuthSettings(BaseModel):
+    api_keys: list[ApiKeySpec] = Field(default_factory=list, description="JSON list of {key_sha256, tenant_id, scopes}")
+    rate_limit_per_s: float | None = Field(None, gt=0, description="Requests/s per key (off: None)")
+    rate_limit_burst: int = Field(100, ge=1)
+    cors_origins: list[str] = Field(default_factory=list, description="CORS allowed origins (off when empty)")
+
+
+class ConsolidationSettings(BaseModel):
+    n_partitions: int = Field(16, ge=1, le=4096, description="Episode partitions; fixed once data exists")
+    enabled: bool = Field(True, description="Run consolidation on an interval while the app runs")
+    interval_s: float = Field(60.0, gt=0)
+    parallelism: int = Field(2, ge=1, description="Partitions processed at once")
+    batch_size: int = Field(256, ge=1)
+    summary_window_s: int = Field(3600, ge=1, description="Summaries cover one session per time window")
+    ollama_summary_url: str | None = None
+    ollama_summary_model: str = "llama3.2"
+    retention_days: int | None = Field(None, ge=1, description="Archive episodes older than this (off: None)")
+    idle_session_days: int = Field(30, ge=1)
+
+
+class Settings(BaseSettings):
+    """hybridmem configuration (env prefix ``HYBRIDMEM_``, nested ``__``)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="HYBRIDMEM_", env_nested_delimiter="__", env_file=".env", extra="ignore"
+    )
+
+    env: Literal["dev", "test", "prod"] = Field("dev", description="prod refuses placeholder secrets")
+    data_dir: Path = Field(Path(".hybridmem"), description="Where embedded servers and stores keep data")
+    log_level: str = Field("INFO", description="Python log level")
+    log_json: bool = Field(True, description="Structured JSON logs")
+    request_timeout_s: float = Field(30.0, gt=0)
+    redis: RedisSettings = Field(default_factory=RedisSettings)
+    postgres: PostgresSettings = Field(default_factory=PostgresSettings)
+    qdrant: QdrantSettings = Field(default_factory=QdrantSettings)
+    embedding: EmbeddingSettings = Field(default_factory=EmbeddingSettings)
+    retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)
+    limits: LimitSettings = Field(default_factory=LimitSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+    consolidation: ConsolidationSettings = Field(default_factory=ConsolidationSettings)
+
+    @field_validator("log_level")
+    @classmethod
+    def _level(cls, v: str) -> str:
+        v = v.upper()
+        if v not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+            raise ValueError(f"unknown log level {v!r}")
+        return v
+
+    @model_validator(mode="after")
+    def _refuse_placeholders_in_prod(self) -> Settings:
+        if self.env != "prod":
+            return self
+        if not self.auth.api_keys:
+            raise ValueError("auth.api_keys must be set when env=prod")
+        placeholders = {ApiKeySpec.hash_key(p) for p in _PLACEHOLDER_SECRETS}
+        for spec in self.auth.api_keys:
+            if spec.key_sha256 in placeholders:
+                raise ValueError(f"API key for tenant {spec.tenant_id!r} is a placeholder secret")
+        if self.qdrant.api_key and self.qdrant.api_key.lower() in _PLACEHOLDER_SECRETS:
+            raise ValueError("qdrant.api_key is a placeholder secret")
+        return self
+
+    @property
+    def qdrant_backend(self) -> Literal["server", "local", "edge"]:
+        if self.qdrant.backend != "auto":
+            return self.qdrant.backend
+        return "server" if self.qdrant.url else "edge"
+
+    @property
+    def qdrant_path(self) -> Path:
+        return self.qdrant.path or (self.data_dir / "qdrant")
