@@ -10,7 +10,16 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
-from core.models import Episode, JsonDict, MemoryRecord, ModelVersion, ScratchpadEntry, Transcript, VectorHit, VectorPoint
+from core.models import (
+    Episode,
+    JsonDict,
+    MemoryRecord,
+    ModelVersion,
+    ScratchpadEntry,
+    Transcript,
+    VectorHit,
+    VectorPoint,
+)
 
 
 class WorkingStore(Protocol):
@@ -113,7 +122,10 @@ class VectorIndex(Protocol):
         filters: JsonDict | None = None,
         collection: str | None = None,
     ) -> list[VectorHit]:
-        """Nearest points of the tenant; ``filters`` keys: agent_id, session_id, kind, created_after, created_before."""
+        """Nearest points of the tenant.
+
+        ``filters`` keys: agent_id, session_id, kind, created_after, created_before.
+        """
 
     async def delete_by_source(self, *, tenant_id: str, source_ids: Sequence[str]) -> None:
         """Delete every point whose payload ``source_ids`` contains any of the given ids."""

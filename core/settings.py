@@ -15,6 +15,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 Scope = Literal["memory:read", "memory:write", "admin"]
 ALL_SCOPES: tuple[Scope, ...] = ("memory:read", "memory:write", "admin")
+DEFAULT_SCOPES: tuple[Scope, ...] = ("memory:read", "memory:write")
 
 _PLACEHOLDER_SECRETS = {"changeme", "change-me", "secret", "password", "dev", "test", "example"}
 
@@ -24,7 +25,9 @@ class RedisSettings(BaseModel):
     key_prefix: str = Field("hm", description="Prefix of every key hybridmem writes (tests use their own)")
     socket_timeout_s: float = Field(2.0, gt=0, description="Timeout of every Redis call")
     session_buffer_max_len: int = Field(200, ge=1, description="Turns kept per session buffer")
-    session_buffer_ttl_s: int = Field(7 * 24 * 3600, ge=1, description="Session buffer TTL, refreshed on write")
+    session_buffer_ttl_s: int = Field(
+        7 * 24 * 3600, ge=1, description="Session buffer TTL, refreshed on write"
+    )
     scratchpad_default_ttl_s: int | None = Field(24 * 3600, description="Scratchpad TTL when none is given")
 
 
@@ -55,7 +58,9 @@ class QdrantSettings(BaseModel):
 
 
 class EmbeddingSettings(BaseModel):
-    model: str = Field("all-MiniLM-L6-v2", description="Model name or local path (default: the packaged model)")
+    model: str = Field(
+        "all-MiniLM-L6-v2", description="Model name or local path (default: the packaged model)"
+    )
     backend: Literal["auto", "torch", "onnx"] = Field("auto", description="Inference backend")
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
     cpu_threads: int | None = Field(None, ge=1, description="torch threads on CPU (default: all cores)")
@@ -98,7 +103,7 @@ class ApiKeySpec(BaseModel):
 
     key_sha256: str = Field(min_length=64, max_length=64)
     tenant_id: str = Field(min_length=1)
-    scopes: list[Scope] = Field(default_factory=lambda: ["memory:read", "memory:write"])
+    scopes: list[Scope] = Field(default_factory=lambda: list(DEFAULT_SCOPES))
     name: str = ""
 
     @staticmethod
@@ -107,7 +112,9 @@ class ApiKeySpec(BaseModel):
 
 
 class AuthSettings(BaseModel):
-    api_keys: list[ApiKeySpec] = Field(default_factory=list, description="JSON list of {key_sha256, tenant_id, scopes}")
+    api_keys: list[ApiKeySpec] = Field(
+        default_factory=list, description="JSON list of {key_sha256, tenant_id, scopes}"
+    )
     rate_limit_per_s: float | None = Field(None, gt=0, description="Requests/s per key (off: None)")
     rate_limit_burst: int = Field(100, ge=1)
     cors_origins: list[str] = Field(default_factory=list, description="CORS allowed origins (off when empty)")
