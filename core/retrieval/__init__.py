@@ -1,0 +1,1 @@
+"""Retrieval: hybrid search over the three tiers, fusion, diversity and token-budgeted context assembly."""

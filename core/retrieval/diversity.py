@@ -1,0 +1,92 @@
+"""Near-duplicate removal and maximal marginal relevance (MMR) over fused candidates.
+
+Similarity is lexical by default (Jaccard over word shingles, no model call on the query path); when
+candidates carry vectors, cosine similarity can be passed in instead.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Sequence
+
+_WORD = re.compile(r"\w+", re.UNICODE)
+
+Similarity = Callable[[int, int], float]
+
+
+def shingles(text: str, n: int = 2) -> frozenset[str]:
+    """Lower-cased word n-grams (single words for texts shorter than ``n``)."""
+    words = _WORD.findall(text.lower())
+    if len(words) < n:
+        return frozenset(words)
+    return frozenset(" ".join(words[i : i + n]) for i in range(len(words) - n + 1))
+
+
+def jaccard(a: frozenset[str], b: frozenset[str]) -> float:
+    if not a and not b:
+        return 1.0
+    if not a or not b:
+        return 0.0
+    inter = len(a & b)
+    return inter / (len(a) + len(b) - inter)
+
+
+def cosine(a: Sequence[float], b: Sequence[float]) -> float:
+    dot = sum(x * y for x, y in zip(a, b, strict=True))
+    na = math.sqrt(sum(x * x for x in a))
+    nb = math.sqrt(sum(y * y for y in b))
+    if na == 0 or nb == 0:
+        return 0.0
+    return dot / (na * nb)
+
+
+def text_similarity(texts: Sequence[str], n: int = 2) -> Similarity:
+    """A pairwise similarity over ``texts`` (Jaccard of word shingles), shingles computed once."""
+    sets = [shingles(t, n) for t in texts]
+    return lambda i, j: jaccard(sets[i], sets[j])
+
+
+def vector_similarity(vectors: Sequence[Sequence[float]]) -> Similarity:
+    return lambda i, j: cosine(vectors[i], vectors[j])
+
+
+def drop_near_duplicates(n_items: int, similarity: Similarity, *, threshold: float) -> list[int]:
+    """Indices to keep, in order: an item is dropped when it is at least ``threshold`` similar to an
+    item kept before it (items are given best first, so the better copy survives)."""
+    kept: list[int] = []
+    for i in range(n_items):
+        if all(similarity(i, j) < threshold for j in kept):
+            kept.append(i)
+    return kept
+
+
+def mmr_order(
+    relevance: Sequence[float],
+    similarity: Similarity,
+    *,
+    lambda_: float,
+    k: int | None = None,
+) -> list[int]:
+    """MMR selection: repeatedly take ``argmax lambda*rel(i) - (1-lambda)*max_sim(i, selected)``.
+
+    Relevance is min-max normalised first so that lambda means the same whatever the score scale.
+    ``lambda_ = 1`` returns plain relevance order.
+    """
+    n = len(relevance)
+    limit = n if k is None else min(k, n)
+    if n == 0 or limit <= 0:
+        return []
+    lo, hi = min(relevance), max(relevance)
+    span = hi - lo
+    rel = [1.0 if span <= 1e-12 else (r - lo) / span for r in relevance]
+    selected: list[int] = []
+    max_sim = [0.0] * n
+    remaining = set(range(n))
+    while remaining and len(selected) < limit:
+        best = max(remaining, key=lambda i: (lambda_ * rel[i] - (1 - lambda_) * max_sim[i], -i))
+        selected.append(best)
+        remaining.discard(best)
+        for i in remaining:
+            max_sim[i] = max(max_sim[i], similarity(i, best))
+    return selected

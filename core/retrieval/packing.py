@@ -1,0 +1,148 @@
+"""Token-budgeted context assembly: pick the highest-value snippets that fit, render them, count them.
+
+Guarantees: the rendered context counts at most ``token_budget`` tokens with the configured tokenizer
+(checked on the final string, not just summed), and a snippet whose content was cut carries
+``truncated=True`` and ends with an ellipsis in the rendered text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from core.models import ScoredSnippet
+from core.retrieval.tokens import TokenCounter
+
+SEPARATOR = "\n"
+ELLIPSIS = " …"
+
+
+def render_snippet(snippet: ScoredSnippet) -> str:
+    """One context line: ``[YYYY-MM-DD HH:MM] content`` (the timestamp helps temporal questions)."""
+    if snippet.created_at is None:
+        return snippet.content
+    ts = snippet.created_at
+    if ts.tzinfo is not None:
+        ts = ts.astimezone(UTC)
+    return f"[{ts:%Y-%m-%d %H:%M}] {snippet.content}"
+
+
+@dataclass(frozen=True, slots=True)
+class PackedContext:
+    """Snippets kept (each with its token cost), the rendered context and its exact token count."""
+
+    snippets: list[ScoredSnippet]
+    text: str
+    tokens_used: int
+
+
+def _chronological_key(item: tuple[int, ScoredSnippet]) -> tuple[int, datetime, int]:
+    rank, snippet = item
+    if snippet.created_at is None:
+        return (1, datetime.min.replace(tzinfo=UTC), rank)
+    ts = snippet.created_at if snippet.created_at.tzinfo else snippet.created_at.replace(tzinfo=UTC)
+    return (0, ts, rank)
+
+
+def pack_context(
+    ranked: Sequence[ScoredSnippet],
+    *,
+    token_budget: int,
+    counter: TokenCounter,
+    tier_quotas: Mapping[str, int] | None = None,
+    chronological: bool = False,
+    allow_truncation: bool = True,
+    min_partial_tokens: int = 16,
+    render: Callable[[ScoredSnippet], str] = render_snippet,
+) -> PackedContext:
+    """Greedy packing of ``ranked`` (best first) under ``token_budget``.
+
+    A snippet that does not fit whole is skipped, except that one snippet may be cut to fill the rest
+    of the budget when at least ``min_partial_tokens`` remain. ``tier_quotas`` caps the tokens any one
+    tier may take (keys are tier names). ``chronological`` orders the kept snippets by time.
+    """
+    if token_budget <= 0 or not ranked:
+        return PackedContext(snippets=[], text="", tokens_used=0)
+    sep_cost = counter.count(SEPARATOR.strip()) if SEPARATOR.strip() else 0
+    rendered_full = [render(s) for s in ranked]
+    costs = counter.count_many(rendered_full)
+    used = 0
+    by_tier: dict[str, int] = {}
+    chosen: list[tuple[int, ScoredSnippet, str]] = []
+    cut_done = False
+    for rank, (snippet, line, cost) in enumerate(zip(ranked, rendered_full, costs, strict=True)):
+        overhead = sep_cost if chosen else 0
+        room = token_budget - used - overhead
+        tier = str(snippet.tier)
+        if tier_quotas is not None and tier in tier_quotas:
+            room = min(room, tier_quotas[tier] - by_tier.get(tier, 0))
+        if room <= 0:
+            continue
+        if cost <= room:
+            chosen.append((rank, snippet.model_copy(update={"token_count": cost}), line))
+            used += cost + overhead
+            by_tier[tier] = by_tier.get(tier, 0) + cost
+            continue
+        if not allow_truncation or cut_done or room < min_partial_tokens:
+            continue
+        cut = _cut_snippet(snippet, room=room, counter=counter, render=render)
+        if cut is None:
+            continue
+        cut_snippet, cut_line, cut_cost = cut
+        chosen.append((rank, cut_snippet, cut_line))
+        used += cut_cost + overhead
+        by_tier[tier] = by_tier.get(tier, 0) + cut_cost
+        cut_done = True
+    return _finalise(chosen, token_budget=token_budget, counter=counter, chronological=chronological)
+
+
+def _cut_snippet(
+    snippet: ScoredSnippet, *, room: int, counter: TokenCounter, render: Callable[[ScoredSnippet], str]
+) -> tuple[ScoredSnippet, str, int] | None:
+    """The snippet with its content cut so that its rendered line (with ellipsis) fits ``room`` tokens."""
+    prefix_cost = counter.count(render(snippet.model_copy(update={"content": ""})))
+    marker_cost = counter.count(ELLIPSIS)
+    allowed = room - prefix_cost - marker_cost
+    while allowed > 0:
+        content = counter.truncate(snippet.content, allowed)
+        if not content:
+            return None
+        cut = snippet.model_copy(update={"content": content + ELLIPSIS, "truncated": True})
+        line = render(cut)
+        cost = counter.count(line)
+        if cost <= room:
+            return cut.model_copy(update={"token_count": cost}), line, cost
+        allowed -= max(1, cost - room)
+    return None
+
+
+def _finalise(
+    chosen: list[tuple[int, ScoredSnippet, str]],
+    *,
+    token_budget: int,
+    counter: TokenCounter,
+    chronological: bool,
+) -> PackedContext:
+    """Order, render and verify; drop the lowest-ranked snippet while the exact count is over budget."""
+    while chosen:
+        ordered = chosen
+        if chronological:
+            keyed = sorted(((rank, s) for rank, s, _ in chosen), key=_chronological_key)
+            lines = {rank: line for rank, _, line in chosen}
+            ordered = [(rank, s, lines[rank]) for rank, s in keyed]
+        text = SEPARATOR.join(line for _, _, line in ordered)
+        tokens = counter.count(text)
+        if tokens <= token_budget:
+            return PackedContext(snippets=[s for _, s, _ in ordered], text=text, tokens_used=tokens)
+        worst = max(range(len(chosen)), key=lambda i: chosen[i][0])
+        chosen = chosen[:worst] + chosen[worst + 1 :]
+    return PackedContext(snippets=[], text="", tokens_used=0)
+
+
+def created_ts(snippet: ScoredSnippet) -> float | None:
+    """Epoch seconds of a snippet's timestamp (naive timestamps are taken as UTC)."""
+    if snippet.created_at is None:
+        return None
+    ts = snippet.created_at if snippet.created_at.tzinfo else snippet.created_at.replace(tzinfo=UTC)
+    return ts.timestamp()

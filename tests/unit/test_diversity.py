@@ -1,0 +1,51 @@
+"""Near-duplicate removal and MMR."""
+
+from __future__ import annotations
+
+from core.retrieval.diversity import (
+    cosine,
+    drop_near_duplicates,
+    jaccard,
+    mmr_order,
+    shingles,
+    text_similarity,
+    vector_similarity,
+)
+
+
+def test_shingles_and_jaccard() -> None:
+    a = shingles("The cat sat on the mat")
+    assert "cat sat" in a
+    assert jaccard(a, shingles("the CAT sat on the mat!")) == 1.0
+    assert jaccard(a, shingles("dogs bark loudly")) == 0.0
+    assert shingles("one") == frozenset({"one"})
+
+
+def test_near_duplicates_keep_the_better_copy() -> None:
+    texts = [
+        "Caroline went to the LGBTQ support group yesterday",
+        "caroline went to the LGBTQ support group yesterday!",
+        "Melanie painted a sunrise in 2022",
+    ]
+    kept = drop_near_duplicates(len(texts), text_similarity(texts), threshold=0.9)
+    assert kept == [0, 2]
+    assert drop_near_duplicates(len(texts), text_similarity(texts), threshold=1.01) == [0, 1, 2]
+
+
+def test_mmr_lambda_one_is_relevance_order() -> None:
+    rel = [0.9, 0.8, 0.7]
+    sim = vector_similarity([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    assert mmr_order(rel, sim, lambda_=1.0) == [0, 1, 2]
+
+
+def test_mmr_promotes_a_diverse_item_over_a_redundant_one() -> None:
+    rel = [0.9, 0.85, 0.7]
+    sim = vector_similarity([[1.0, 0.0], [0.99, 0.1], [0.0, 1.0]])
+    assert mmr_order(rel, sim, lambda_=0.5) == [0, 2, 1]
+    assert mmr_order(rel, sim, lambda_=0.5, k=2) == [0, 2]
+    assert mmr_order([], sim, lambda_=0.5) == []
+
+
+def test_cosine_handles_zero_vectors() -> None:
+    assert cosine([0.0, 0.0], [1.0, 0.0]) == 0.0
+    assert abs(cosine([1.0, 1.0], [2.0, 2.0]) - 1.0) < 1e-9
