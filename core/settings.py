@@ -185,3 +185,22 @@ class Settings(BaseSettings):
     @property
     def qdrant_path(self) -> Path:
         return self.qdrant.path or (self.data_dir / "qdrant")
+
+
+def _deep_merge(base: dict[str, object], extra: dict[str, object]) -> dict[str, object]:
+    out = dict(base)
+    for k, v in extra.items():
+        cur = out.get(k)
+        if isinstance(cur, dict) and isinstance(v, dict):
+            out[k] = _deep_merge(cur, v)
+        else:
+            out[k] = v
+    return out
+
+
+def load_settings(overrides: dict[str, object] | None = None) -> Settings:
+    """Environment/.env first, then ``overrides`` deep-merged on top (used for app args and tests)."""
+    base = Settings()
+    if not overrides:
+        return base
+    return Settings(**_deep_merge(base.model_dump(), overrides))

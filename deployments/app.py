@@ -1,0 +1,35 @@
+"""The Serve application builder used by serve_config.yaml (``import_path: deployments.app:build_app``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+from ray.serve import Application
+
+from core.settings import load_settings
+
+
+class AppArgs(BaseModel):
+    """Typed ``args`` of the app in serve_config.yaml."""
+
+    settings: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Overrides deep-merged onto the HYBRIDMEM_* environment in every replica",
+    )
+
+
+def build_app(args: dict[str, Any] | AppArgs) -> Application:
+    """Ingress → Retriever → Embedder, plus the VectorStore owner when Qdrant runs embedded."""
+    from deployments.embedder import Embedder
+    from deployments.ingress import Ingress
+    from deployments.retriever import Retriever
+    from deployments.vector_store import VectorStore
+
+    app_args = args if isinstance(args, AppArgs) else AppArgs.model_validate(args)
+    overrides = app_args.settings
+    settings = load_settings(overrides)
+    embedder = Embedder.bind(overrides)
+    vector_store = VectorStore.bind(overrides) if settings.qdrant_backend != "server" else None
+    retriever = Retriever.bind(overrides, embedder, vector_store)
+    return Ingress.bind(overrides, embedder, retriever, vector_store)

@@ -1,0 +1,85 @@
+"""The ``hybridmem`` command line: run the app, migrate the schema, operate the cluster."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from core import __version__
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from deployments.runner import run
+
+    return run(Path(args.config), args.host, args.port)
+
+
+def _cmd_migrate(args: argparse.Namespace) -> int:
+    from core import migrate
+    from core.settings import load_settings
+
+    dsn = args.dsn or load_settings().postgres.dsn
+    if not dsn:
+        print("error: no database: pass --dsn or set HYBRIDMEM_POSTGRES__DSN", file=sys.stderr)
+        return 2
+    if args.action == "upgrade":
+        asyncio.run(migrate.upgrade(dsn, args.revision or "head"))
+        print(f"upgraded to {asyncio.run(migrate.current(dsn))}")
+    elif args.action == "downgrade":
+        if not args.revision:
+            print("error: downgrade needs a revision (e.g. 'base' or '-1')", file=sys.stderr)
+            return 2
+        asyncio.run(migrate.downgrade(dsn, args.revision))
+        print(f"downgraded to {asyncio.run(migrate.current(dsn))}")
+    else:
+        print(asyncio.run(migrate.current(dsn)) or "(empty database: no revision)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hybridmem",
+        description="hybridmem: memory and retrieval cluster for AI agents on Ray Serve. "
+        "Configuration comes from HYBRIDMEM_* environment variables (see docs/onboarding.md).",
+    )
+    parser.add_argument("--version", action="version", version=f"hybridmem {__version__}")
+    parser.add_argument("--log-level", default="WARNING", help="log level of this command (default WARNING)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser(
+        "run",
+        help="serve the whole app (starts embedded Redis/Postgres when no URL is configured)",
+        description="Start missing local services, apply migrations and serve serve_config.yaml "
+        "with Ray Serve. Ctrl-C stops the app and the embedded servers it started.",
+    )
+    run.add_argument("--config", default="serve_config.yaml", help="Serve config file (default: %(default)s)")
+    run.add_argument("--host", default="127.0.0.1", help="HTTP host (default: %(default)s)")
+    run.add_argument("--port", type=int, default=8000, help="HTTP port (default: %(default)s)")
+    run.set_defaults(func=_cmd_run)
+
+    mig = sub.add_parser(
+        "migrate",
+        help="apply, revert or show the database schema version (Alembic)",
+        description="Manage the episodic-tier schema. upgrade [REV] (default head), downgrade REV, current.",
+    )
+    mig.add_argument("action", choices=["upgrade", "downgrade", "current"])
+    mig.add_argument("revision", nargs="?", help="target revision (upgrade: default head; downgrade: required)")
+    mig.add_argument("--dsn", help="Postgres DSN (default: HYBRIDMEM_POSTGRES__DSN)")
+    mig.set_defaults(func=_cmd_migrate)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,92 @@
+"""The FastAPI application served by the Ingress deployment (also runnable under plain uvicorn)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
+
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
+
+from core import __version__
+from deployments.http import routes_episodes, routes_state
+from deployments.http.deps import ApiContext, Ctx
+from deployments.http.errors import error_body, install_error_handlers
+
+log = logging.getLogger(__name__)
+
+ContextFactory = Callable[[], AbstractAsyncContextManager[ApiContext]]
+
+
+class RequestIdMiddleware(BaseHTTPMiddleware):
+    """Propagates (or mints) X-Request-ID and refuses bodies over the configured size."""
+
+    def __init__(self, app: FastAPI, *, max_body_bytes: int) -> None:
+        super().__init__(app)
+        self._max = max_body_bytes
+
+    async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
+        rid = request.headers.get("x-request-id") or uuid.uuid4().hex
+        if len(rid) > 128 or not rid.isprintable():
+            rid = uuid.uuid4().hex
+        request.state.request_id = rid
+        length = request.headers.get("content-length")
+        if length and length.isdigit() and int(length) > self._max:
+            resp: Response = JSONResponse(
+                error_body("limit_exceeded", f"request body exceeds {self._max} bytes", field="body"),
+                status_code=413,
+            )
+        else:
+            start = time.perf_counter()
+            resp = await call_next(request)
+            resp.headers["X-Response-Time-ms"] = f"{(time.perf_counter() - start) * 1000:.1f}"
+        resp.headers["X-Request-ID"] = rid
+        return resp
+
+
+def create_api(
+    context_factory: ContextFactory, *, max_body_bytes: int = 16 * 1024 * 1024, extra_routers: tuple = ()
+) -> FastAPI:
+    """Build the app; ``context_factory`` opens all resources in the lifespan and closes them after."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with context_factory() as ctx:
+            app.state.ctx = ctx
+            yield
+
+    app = FastAPI(
+        title="hybridmem",
+        version=__version__,
+        description="Memory and retrieval cluster for AI agents: working (Redis), episodic (Postgres) "
+        "and semantic (Qdrant) tiers behind one API. Authenticate with `Authorization: Bearer <key>`.",
+        lifespan=lifespan,
+    )
+    app.add_middleware(RequestIdMiddleware, max_body_bytes=max_body_bytes)
+    install_error_handlers(app)
+
+    @app.get("/healthz", tags=["ops"], summary="Liveness: the process answers")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["ops"], summary="Readiness: every store reachable (names the one that is not)")
+    async def readyz(ctx: Ctx) -> JSONResponse:
+        report = await ctx.service.health()
+        status = 200 if report.ok else 503
+        headers = {} if report.ok else {"Retry-After": "5"}
+        return JSONResponse(
+            {"status": "ok" if report.ok else "degraded", "stores": report.stores},
+            status_code=status,
+            headers=headers,
+        )
+
+    app.include_router(routes_episodes.router)
+    app.include_router(routes_state.router)
+    for router in extra_routers:
+        app.include_router(router)
+    return app

@@ -1,0 +1,79 @@
+"""FastAPI dependencies: the per-app context and the scope-checked principal, as Annotated aliases."""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import Depends, Header, Request
+
+from core.auth import ApiKeyAuthenticator, Principal
+from core.embedding.types import TextEmbedder
+from core.errors import InvalidInput
+from core.service import HybridMemoryService
+from core.settings import Scope, Settings
+
+
+@dataclass
+class ApiContext:
+    """Everything a route needs; built once per replica in the app's lifespan."""
+
+    settings: Settings
+    service: HybridMemoryService
+    auth: ApiKeyAuthenticator
+    retriever: Any = None  # object with async search(...) / context(...) (Retriever handle adapter)
+    embedder: TextEmbedder | None = None
+    admin: Any = None  # consolidation admin operations
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+def get_ctx(request: Request) -> ApiContext:
+    ctx: ApiContext = request.app.state.ctx
+    return ctx
+
+
+Ctx = Annotated[ApiContext, Depends(get_ctx)]
+
+
+def _principal(
+    request: Request,
+    authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
+    x_api_key: Annotated[str | None, Header(include_in_schema=False)] = None,
+) -> Principal:
+    raw = x_api_key
+    if raw is None and authorization and authorization.lower().startswith("bearer "):
+        raw = authorization[7:].strip()
+    principal = get_ctx(request).auth.authenticate(raw)
+    request.state.principal = principal
+    return principal
+
+
+def require(scope: Scope) -> Any:
+    def check(principal: Annotated[Principal, Depends(_principal)]) -> Principal:
+        principal.require(scope)
+        return principal
+
+    return Depends(check)
+
+
+Reader = Annotated[Principal, require("memory:read")]
+Writer = Annotated[Principal, require("memory:write")]
+Admin = Annotated[Principal, require("admin")]
+
+
+def encode_cursor(created_at: datetime, ident: uuid.UUID) -> str:
+    return base64.urlsafe_b64encode(f"{created_at.isoformat()}|{ident}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str | None) -> tuple[datetime, uuid.UUID] | None:
+    if not cursor:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        ts, ident = raw.split("|", 1)
+        return datetime.fromisoformat(ts), uuid.UUID(ident)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidInput("cursor", "malformed pagination cursor") from exc

@@ -1,0 +1,56 @@
+"""Ingress deployment: the FastAPI app (auth, validation, error mapping) over the service façade."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+
+from core.settings import load_settings
+from deployments.context import api_context
+from deployments.http.api import create_api
+from deployments.http.deps import ApiContext
+from deployments.retriever import HandleRetriever
+
+
+@serve.deployment(max_ongoing_requests=512, ray_actor_options={"num_cpus": 0.5})
+@serve.ingress()
+class Ingress:
+    """Opens its stores in the ASGI lifespan (closed on replica shutdown); peers arrive as handles."""
+
+    def __init__(
+        self,
+        settings: dict[str, Any] | None,
+        embedder: DeploymentHandle,
+        retriever: DeploymentHandle,
+        vector_store: DeploymentHandle | None = None,
+        scheduler: DeploymentHandle | None = None,
+    ) -> None:
+        self._settings = load_settings(settings)
+        self._embedder = embedder
+        self._retriever = retriever
+        self._vector_store = vector_store
+        self._scheduler = scheduler
+
+    def __serve_build_asgi_app__(self) -> FastAPI:
+        from deployments.http.routes_search import router as search_router
+
+        settings = self._settings
+
+        def context_factory() -> Any:
+            return api_context(
+                settings,
+                embedder=self._embedder,
+                vector_store=self._vector_store,
+                retriever=HandleRetriever(self._retriever),
+                admin=self._scheduler,
+            )
+
+        app = create_api(
+            context_factory,
+            max_body_bytes=settings.limits.max_request_bytes,
+            extra_routers=(search_router,),
+        )
+        return app

@@ -1,0 +1,96 @@
+"""``hybridmem run``: start what is missing (embedded Valkey/Postgres), migrate, then ``serve run`` the config.
+
+Embedded servers are started only for stores with no configured URL, and stopped on exit. The Serve app
+is exactly serve_config.yaml (host/port overridable); replicas inherit the resolved settings through the
+environment of the local Ray cluster that ``serve run`` starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from core import migrate
+from core.auth import new_api_key
+from core.embedded import EmbeddedServers
+from core.settings import ALL_SCOPES, ApiKeySpec, load_settings
+
+log = logging.getLogger(__name__)
+
+DEV_TENANT = "dev"
+
+
+def _dev_key(data_dir: Path) -> str:
+    """A persistent dev key (created once, mode 600) so clients keep working across restarts."""
+    path = data_dir / "dev-api-key"
+    if path.exists():
+        return path.read_text().strip()
+    key = new_api_key()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path.write_text(key + "\n")
+    path.chmod(0o600)
+    return key
+
+
+def _derived_config(config: Path, host: str, port: int, data_dir: Path) -> Path:
+    """serve_config.yaml with only http_options host/port replaced (when they differ)."""
+    doc: dict[str, Any] = yaml.safe_load(config.read_text())
+    http = doc.setdefault("http_options", {})
+    if http.get("host") == host and http.get("port") == port:
+        return config
+    http.update({"host": host, "port": port})
+    out = data_dir / "serve_config.run.yaml"
+    out.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return out
+
+
+def run(config: Path, host: str, port: int) -> int:
+    settings = load_settings()
+    data_dir = settings.data_dir.resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    os.environ["HYBRIDMEM_DATA_DIR"] = str(data_dir)
+    servers = EmbeddedServers(data_dir)
+    need_redis, need_pg = not settings.redis.url, not settings.postgres.dsn
+    embedded = need_redis or need_pg
+    try:
+        if embedded:
+            print(f"starting embedded servers in {data_dir} (redis: {need_redis}, postgres: {need_pg})")
+            servers.start(redis=need_redis, postgres=need_pg)
+            if servers.redis_url:
+                os.environ["HYBRIDMEM_REDIS__URL"] = servers.redis_url
+            if servers.postgres_dsn:
+                os.environ["HYBRIDMEM_POSTGRES__DSN"] = servers.postgres_dsn
+        settings = load_settings()
+        if not settings.postgres.dsn:
+            raise SystemExit("error: no Postgres DSN (set HYBRIDMEM_POSTGRES__DSN)")
+        print("applying database migrations ...")
+        asyncio.run(migrate.upgrade(settings.postgres.dsn))
+        if embedded and settings.env == "dev" and not settings.auth.api_keys:
+            key = _dev_key(data_dir)
+            spec = ApiKeySpec(
+                key_sha256=ApiKeySpec.hash_key(key), tenant_id=DEV_TENANT, scopes=list(ALL_SCOPES), name="dev"
+            )
+            os.environ["HYBRIDMEM_AUTH__API_KEYS"] = json.dumps([spec.model_dump()])
+            print(f"dev API key (tenant {DEV_TENANT!r}, all scopes): {key}")
+            print(f"  try: curl -H 'Authorization: Bearer {key}' http://{host}:{port}/readyz")
+        serve_bin = shutil.which("serve", path=str(Path(sys.executable).parent)) or "serve"
+        cfg = _derived_config(config, host, port, data_dir)
+        print(f"serving {config} on http://{host}:{port} (Ctrl-C to stop)")
+        proc = subprocess.Popen([serve_bin, "run", str(cfg)], env=os.environ.copy())
+        try:
+            return proc.wait()
+        except KeyboardInterrupt:
+            proc.send_signal(signal.SIGINT)
+            return proc.wait(timeout=60)
+    finally:
+        servers.stop()
