@@ -1,0 +1,371 @@
+"""Semantic tier on Qdrant Edge: Qdrant's own HNSW engine embedded in this process, one shard per collection.
+
+Same collections, payloads and filters as :class:`core.stores.qdrant_index.QdrantVectorIndex`. Layout under
+the root directory: one shard directory per collection and ``hybridmem_meta.json`` holding the alias and
+each collection's model version (replaced atomically). The store is owned by exactly one process (an
+exclusive lock file enforces it); other processes reach it through that one (a single Ray deployment).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import json
+import logging
+import os
+import uuid
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import IO, Any, TypeVar, cast
+
+import qdrant_edge as edge
+
+from core.errors import Conflict, InvalidInput, NotFound, StoreUnavailable
+from core.models import JsonDict, ModelVersion, VectorHit, VectorPoint
+from core.settings import QdrantSettings
+from core.stores.qdrant_index import STORE, checked_points, collection_name, version_metadata
+from core.stores.vector_filters import (
+    KEYWORD_INDEXES,
+    TENANT_FIELD,
+    TIME_FIELD,
+    Condition,
+    Match,
+    MatchAnyOf,
+    parse_filters,
+    sources_condition,
+)
+
+logger = logging.getLogger(__name__)
+
+META_FILE = "hybridmem_meta.json"
+LOCK_FILE = ".hybridmem.lock"
+UPSERT_CHUNK = 1024
+# Points written since the last optimisation before HNSW is (re)built in the background; until then
+# they are searched exactly, which a tenant filter keeps cheap.
+OPTIMIZE_AFTER_POINTS = 20_000
+# Segments above this size (KB) get an HNSW index when optimised (~6.5k 384-d float32 vectors).
+INDEXING_THRESHOLD_KB = 10_000
+
+T = TypeVar("T")
+
+_DISTANCES = {"Cosine": edge.Distance.Cosine, "Dot": edge.Distance.Dot, "Euclid": edge.Distance.Euclid}
+
+
+def to_edge_filter(conditions: Sequence[Condition]) -> edge.Filter:
+    """Render backend-neutral conditions as a Qdrant Edge filter."""
+    must: list[edge.FieldCondition | edge.Filter] = []
+    for cond in conditions:
+        if isinstance(cond, Match):
+            must.append(edge.FieldCondition(cond.key, match=edge.MatchValue(cond.value)))
+        elif isinstance(cond, MatchAnyOf):
+            must.append(
+                edge.FieldCondition(
+                    cond.key, match=edge.MatchAny(cast(list[str] | list[int], list(cond.values)))
+                )
+            )
+        else:
+            rng = edge.RangeFloat(gte=cond.gte, lt=cond.lt, lte=cond.lte)
+            must.append(edge.FieldCondition(cond.key, range=rng))
+    return edge.Filter(must=list(must))
+
+
+def write_json_atomically(path: Path, data: JsonDict) -> None:
+    """Write, fsync, then ``os.replace``: readers see the old file or the new one, never half of one."""
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", encoding="utf-8") as fh:
+        json.dump(data, fh, indent=2, sort_keys=True)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+class EdgeVectorIndex:
+    """Vector tier on embedded Qdrant Edge shards. Owns its shards; open with :meth:`open`, then ``close()``.
+
+    Safe for concurrent async callers in the owning process: writes (upserts, deletes, index builds)
+    run one at a time on a private writer thread, searches run in parallel on worker threads, and
+    collection/alias changes are serialised by a lock.
+    """
+
+    def __init__(
+        self, root: Path, *, settings: QdrantSettings, optimize_after_points: int = OPTIMIZE_AFTER_POINTS
+    ):
+        self._root = root
+        self._settings = settings
+        self._optimize_after = optimize_after_points
+        self._shards: dict[str, edge.EdgeShard] = {}
+        self._meta: JsonDict = {"aliases": {}, "collections": {}}
+        self._pending: dict[str, int] = {}  # points written per collection since the last optimisation
+        self._optimizing: dict[str, asyncio.Future[bool]] = {}
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="edge-writer")
+        self._meta_lock = asyncio.Lock()
+        self._lock_file: IO[str] | None = None
+        self._closed = True
+        self._reads = 0
+        self._no_reads = asyncio.Event()
+        self._no_reads.set()
+
+    @classmethod
+    async def open(cls, root: Path, *, settings: QdrantSettings, **kwargs: Any) -> EdgeVectorIndex:
+        """Take the directory's lock and load every collection recorded in its metadata."""
+        index = cls(root, settings=settings, **kwargs)
+        await asyncio.to_thread(index._open_sync)
+        index._closed = False
+        return index
+
+    def _open_sync(self) -> None:
+        try:
+            self._root.mkdir(parents=True, exist_ok=True)
+            lock = (self._root / LOCK_FILE).open("a+")
+        except OSError as exc:
+            raise StoreUnavailable(STORE, f"cannot open edge store at {self._root}") from exc
+        try:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            lock.close()
+            raise StoreUnavailable(STORE, f"edge store {self._root} is owned by another process") from exc
+        self._lock_file = lock
+        meta_path = self._root / META_FILE
+        if meta_path.exists():
+            self._meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        for name in list(self._meta["collections"]):
+            path = self._root / name
+            if not path.exists():
+                logger.warning("edge collection %s is recorded but missing on disk; forgetting it", name)
+                del self._meta["collections"][name]
+                continue
+            self._shards[name] = self._guard(edge.EdgeShard.load, str(path))
+
+    @staticmethod
+    def _guard(fn: Callable[..., T], *args: Any) -> T:
+        try:
+            return fn(*args)
+        except (RuntimeError, OSError) as exc:
+            raise StoreUnavailable(STORE, f"edge: {exc}") from exc
+        except (ValueError, TypeError) as exc:
+            raise InvalidInput("vector", f"edge refused the request: {exc}") from exc
+
+    async def _write(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a mutation on the single writer thread (writes are applied in call order)."""
+        return await asyncio.get_running_loop().run_in_executor(self._writer, self._guard, fn, *args)
+
+    async def _read(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a query on a worker thread; close() waits for reads in flight before closing shards."""
+        self._reads += 1
+        self._no_reads.clear()
+        try:
+            return await asyncio.to_thread(self._guard, fn, *args)
+        finally:
+            self._reads -= 1
+            if self._reads == 0:
+                self._no_reads.set()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreUnavailable(STORE, "edge index is closed")
+
+    def _shard(self, collection: str | None) -> tuple[str, edge.EdgeShard]:
+        self._check_open()
+        name = collection or self._meta["aliases"].get(self._settings.alias)
+        if name is None:
+            raise NotFound("collection", self._settings.alias)
+        shard = self._shards.get(name)
+        if shard is None:
+            raise NotFound("collection", name)
+        return name, shard
+
+    def _edge_config(self, version: ModelVersion) -> edge.EdgeConfig:
+        s = self._settings
+        return edge.EdgeConfig(
+            vectors=edge.EdgeVectorParams(size=version.dimension, distance=_DISTANCES[s.distance]),
+            hnsw_config=edge.HnswIndexConfig(
+                m=s.hnsw_m, ef_construct=s.hnsw_ef_construct, full_scan_threshold=10_000, payload_m=s.hnsw_m
+            ),
+            optimizers=edge.EdgeOptimizersConfig(indexing_threshold=INDEXING_THRESHOLD_KB),
+        )
+
+    def _create_shard(self, name: str, version: ModelVersion) -> edge.EdgeShard:
+        path = self._root / name
+        config = self._edge_config(version)
+        # A directory without metadata is left by a crash between creating it and recording it.
+        shard = (
+            edge.EdgeShard.load(str(path), config)
+            if path.exists()
+            else edge.EdgeShard.create(str(path), config)
+        )
+        shard.update(
+            edge.UpdateOperation.create_field_index(TENANT_FIELD, edge.KeywordIndexParams(is_tenant=True))
+        )
+        shard.update(edge.UpdateOperation.create_field_index(TIME_FIELD, edge.PayloadSchemaType.Float))
+        for field in KEYWORD_INDEXES:
+            shard.update(edge.UpdateOperation.create_field_index(field, edge.PayloadSchemaType.Keyword))
+        return shard
+
+    async def ensure_collection(self, version: ModelVersion, *, make_live: bool = True) -> str:
+        """Create the version's shard (+ payload indexes) if missing; point the alias at it."""
+        self._check_open()
+        name = collection_name(self._settings, version)
+        async with self._meta_lock:
+            meta = dict(self._meta)
+            collections = dict(meta["collections"])
+            known = collections.get(name)
+            shard = None
+            if known is None:
+                shard = await self._write(self._create_shard, name, version)
+                collections[name] = version_metadata(version)
+                logger.info("created edge collection %s for %s", name, version.key)
+            elif known.get("model_version") != version.key or known.get("dimension") != version.dimension:
+                raise Conflict(
+                    f"collection {name!r} holds {known.get('model_version')!r}, not {version.key!r}"
+                )
+            meta["collections"] = collections
+            if make_live and meta["aliases"].get(self._settings.alias) != name:
+                meta["aliases"] = {**meta["aliases"], self._settings.alias: name}
+                logger.info("alias %s now points at %s", self._settings.alias, name)
+            if meta != self._meta:
+                await self._write(write_json_atomically, self._root / META_FILE, meta)
+            if shard is not None:
+                self._shards[name] = shard
+            self._meta = meta
+        return name
+
+    async def upsert(self, points: Sequence[VectorPoint], *, collection: str | None = None) -> None:
+        """Write points (deterministic ids: a replay overwrites); refuses another model's vectors."""
+        if not points:
+            return
+        name, shard = self._shard(collection)
+        meta = self._meta["collections"][name]
+        checked = checked_points(points, version_key=meta["model_version"], dimension=int(meta["dimension"]))
+        for start in range(0, len(checked), UPSERT_CHUNK):
+            batch = [edge.Point(p.id, p.vector, p.payload) for p in checked[start : start + UPSERT_CHUNK]]
+            await self._write(shard.update, edge.UpdateOperation.upsert_points(batch))
+        self._pending[name] = self._pending.get(name, 0) + len(checked)
+        if self._pending[name] >= self._optimize_after:
+            self._schedule_optimize(name, shard)
+
+    def _schedule_optimize(self, name: str, shard: edge.EdgeShard) -> None:
+        """Queue an HNSW build behind the writes already queued; the future is kept and awaited on close."""
+        running = self._optimizing.get(name)
+        if running is not None and not running.done():
+            return
+        self._pending[name] = 0
+        future = asyncio.get_running_loop().run_in_executor(self._writer, self._guard, shard.optimize)
+        future.add_done_callback(_log_failure)
+        self._optimizing[name] = future
+
+    async def optimize(self, collection: str | None = None) -> bool:
+        """Build HNSW indexes and merge segments now (blocks writes, not searches); True if any changed."""
+        name, shard = self._shard(collection)
+        self._pending[name] = 0
+        return await self._write(shard.optimize)
+
+    async def search(
+        self,
+        vector: Sequence[float],
+        *,
+        tenant_id: str,
+        k: int,
+        filters: JsonDict | None = None,
+        collection: str | None = None,
+    ) -> list[VectorHit]:
+        """Nearest points of the tenant, best first; an empty list while no collection exists."""
+        if k < 1:
+            raise InvalidInput("k", "must be at least 1")
+        query_filter = to_edge_filter(parse_filters(tenant_id, filters))
+        try:
+            name, shard = self._shard(collection)
+        except NotFound:
+            if collection is None:
+                return []
+            raise
+        dimension = int(self._meta["collections"][name]["dimension"])
+        if len(vector) != dimension:
+            raise InvalidInput("vector", f"has {len(vector)} dimensions, expected {dimension}")
+        request = edge.QueryRequest(
+            limit=k,
+            query=edge.Query.Nearest(list(vector)),
+            filter=query_filter,
+            params=edge.SearchParams(hnsw_ef=self._settings.search_ef),
+            with_payload=True,
+        )
+        found = await self._read(shard.query, request)
+        return [VectorHit(id=str(p.id), score=p.score, payload=p.payload or {}) for p in found]
+
+    async def delete_by_source(self, *, tenant_id: str, source_ids: Sequence[str]) -> None:
+        """Delete the tenant's points derived from any of ``source_ids``, in every model version's collection.
+
+        A deleted source must vanish from every version, including one being re-embedded.
+        """
+        self._check_open()
+        if not source_ids:
+            return
+        op = edge.UpdateOperation.delete_points_by_filter(
+            to_edge_filter([Match(TENANT_FIELD, tenant_id), sources_condition(source_ids)])
+        )
+        for shard in list(self._shards.values()):
+            await self._write(shard.update, op)
+
+    async def delete_ids(self, ids: Sequence[uuid.UUID], *, collection: str | None = None) -> None:
+        if not ids:
+            return
+        _, shard = self._shard(collection)
+        point_ids: list[edge.PointId] = list(ids)
+        await self._write(shard.update, edge.UpdateOperation.delete_points(point_ids))
+
+    async def count(self, *, tenant_id: str | None = None, collection: str | None = None) -> int:
+        """Exact number of points (of one tenant when given); 0 while no collection exists."""
+        try:
+            _, shard = self._shard(collection)
+        except NotFound:
+            if collection is None:
+                return 0
+            raise
+        count_filter = None if tenant_id is None else to_edge_filter([Match(TENANT_FIELD, tenant_id)])
+        return await self._read(shard.count, edge.CountRequest(exact=True, filter=count_filter))
+
+    async def live_version(self) -> str | None:
+        self._check_open()
+        live = self._meta["aliases"].get(self._settings.alias)
+        if live is None:
+            return None
+        return str(self._meta["collections"][live]["model_version"])
+
+    async def ping(self) -> None:
+        self._check_open()
+        if not await asyncio.to_thread(self._root.is_dir):
+            raise StoreUnavailable(STORE, f"edge store directory {self._root} is gone")
+
+    async def close(self) -> None:
+        """Finish queued writes and index builds, flush and close every shard, release the lock."""
+        if self._closed:
+            return
+        self._closed = True
+        for future in list(self._optimizing.values()):
+            await asyncio.gather(future, return_exceptions=True)
+        await self._no_reads.wait()
+        await asyncio.get_running_loop().run_in_executor(self._writer, self._close_sync)
+        self._writer.shutdown(wait=True)
+
+    def _close_sync(self) -> None:
+        for name, shard in self._shards.items():
+            try:
+                shard.flush()
+                shard.close()
+            except (RuntimeError, OSError):
+                logger.exception("closing edge collection %s failed", name)
+        self._shards.clear()
+        if self._lock_file is not None:
+            fcntl.flock(self._lock_file.fileno(), fcntl.LOCK_UN)
+            self._lock_file.close()
+            self._lock_file = None
+
+
+def _log_failure(future: asyncio.Future[bool]) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        logger.error("background edge optimisation failed", exc_info=future.exception())
