@@ -1,0 +1,1 @@
+"""Contract suites: one set of calls run against every implementation of a port."""
