@@ -27,6 +27,7 @@ HOSTILE = [
     "*",
     "a*",
     "x:*:y",
+    "[ab]?",
     "'; DROP TABLE episodes; --",
     'q"uote',
     "%2A",
