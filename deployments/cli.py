@@ -67,7 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Manage the episodic-tier schema. upgrade [REV] (default head), downgrade REV, current.",
     )
     mig.add_argument("action", choices=["upgrade", "downgrade", "current"])
-    mig.add_argument("revision", nargs="?", help="target revision (upgrade: default head; downgrade: required)")
+    mig.add_argument(
+        "revision", nargs="?", help="target revision (upgrade: default head; downgrade: required)"
+    )
     mig.add_argument("--dsn", help="Postgres DSN (default: HYBRIDMEM_POSTGRES__DSN)")
     mig.set_defaults(func=_cmd_migrate)
     return parser

@@ -11,7 +11,6 @@ from ray.serve.handle import DeploymentHandle
 from core.settings import load_settings
 from deployments.context import api_context
 from deployments.http.api import create_api
-from deployments.http.deps import ApiContext
 from deployments.retriever import HandleRetriever
 
 

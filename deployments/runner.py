@@ -1,4 +1,4 @@
-"""``hybridmem run``: start what is missing (embedded Valkey/Postgres), migrate, then ``serve run`` the config.
+"""``hybridmem run``: start what is missing (embedded Valkey/Postgres), migrate, then serve the config.
 
 Embedded servers are started only for stores with no configured URL, and stopped on exit. The Serve app
 is exactly serve_config.yaml (host/port overridable); replicas inherit the resolved settings through the

@@ -44,7 +44,9 @@ class VectorStore:
         filters: JsonDict | None = None,
         collection: str | None = None,
     ) -> list[VectorHit]:
-        return await self._index.search(vector, tenant_id=tenant_id, k=k, filters=filters, collection=collection)
+        return await self._index.search(
+            vector, tenant_id=tenant_id, k=k, filters=filters, collection=collection
+        )
 
     async def delete_by_source(self, tenant_id: str, source_ids: list[str]) -> None:
         await self._index.delete_by_source(tenant_id=tenant_id, source_ids=source_ids)
@@ -91,7 +93,9 @@ class HandleVectorIndex:
         filters: JsonDict | None = None,
         collection: str | None = None,
     ) -> list[VectorHit]:
-        hits: list[VectorHit] = await call("qdrant", self._h.search.remote(list(vector), tenant_id, k, filters, collection))
+        hits: list[VectorHit] = await call(
+            "qdrant", self._h.search.remote(list(vector), tenant_id, k, filters, collection)
+        )
         return hits
 
     async def delete_by_source(self, *, tenant_id: str, source_ids: Sequence[str]) -> None:

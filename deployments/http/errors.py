@@ -73,13 +73,19 @@ def install_error_handlers(app: FastAPI) -> None:
         errs = exc.errors()
         first = errs[0] if errs else {"loc": ("body",), "msg": "invalid request"}
         field = _field_of(tuple(first.get("loc", ())))
-        details = [{"field": _field_of(tuple(e.get("loc", ()))), "message": e.get("msg", "")} for e in errs[:20]]
+        details = [
+            {"field": _field_of(tuple(e.get("loc", ()))), "message": e.get("msg", "")} for e in errs[:20]
+        ]
         return JSONResponse(
-            error_body("invalid_input", f"{field}: {first.get('msg', 'invalid')}", field=field, details=details),
+            error_body(
+                "invalid_input", f"{field}: {first.get('msg', 'invalid')}", field=field, details=details
+            ),
             status_code=422,
         )
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = {404: "not_found", 405: "method_not_allowed", 413: "limit_exceeded"}.get(exc.status_code, "http_error")
+        code = {404: "not_found", 405: "method_not_allowed", 413: "limit_exceeded"}.get(
+            exc.status_code, "http_error"
+        )
         return JSONResponse(error_body(code, str(exc.detail)), status_code=exc.status_code)

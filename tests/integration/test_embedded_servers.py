@@ -35,13 +35,19 @@ def test_embedded_servers_round_trip(tmp_path: Path) -> None:
     try:
         assert servers.redis_url and servers.postgres_dsn
         asyncio.run(migrate.upgrade(servers.postgres_dsn))
-        settings = load_settings({"redis": {"url": servers.redis_url, "key_prefix": "smoke"},
-                                  "postgres": {"dsn": servers.postgres_dsn}})
+        settings = load_settings(
+            {
+                "redis": {"url": servers.redis_url, "key_prefix": "smoke"},
+                "postgres": {"dsn": servers.postgres_dsn},
+            }
+        )
 
         async def round_trip() -> None:
             async with open_resources(settings) as res:
                 svc = HybridMemoryService(working=res.working, episodic=res.episodic, settings=settings)
-                await svc.store_episode("t", EpisodeIn(agent_id="a", session_id="s", content="embedded hello"))
+                await svc.store_episode(
+                    "t", EpisodeIn(agent_id="a", session_id="s", content="embedded hello")
+                )
                 recent = await svc.fetch_recent_context("t", "s", read_preference="postgres_only")
                 assert [e.content for e in recent.episodes] == ["embedded hello"]
                 assert (await svc.health()).ok
@@ -62,7 +68,7 @@ def test_embedded_servers_round_trip(tmp_path: Path) -> None:
     async def redis_is_down(url: str) -> None:
         client = aioredis.Redis.from_url(url, socket_connect_timeout=0.5)
         try:
-            with pytest.raises(Exception, match="(?i)connect"):
+            with pytest.raises(Exception, match=r"(?i)connect"):
                 await client.ping()
         finally:
             await client.aclose()

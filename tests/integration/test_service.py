@@ -16,7 +16,9 @@ from core.stores.redis_working import RedisWorkingStore
 pytestmark = pytest.mark.integration
 
 
-def _service(redis_client: aioredis.Redis, pool: asyncpg.Pool, key_prefix: str, **limits: int) -> HybridMemoryService:
+def _service(
+    redis_client: aioredis.Redis, pool: asyncpg.Pool, key_prefix: str, **limits: int
+) -> HybridMemoryService:
     settings = load_settings({"limits": limits} if limits else None)
     working = RedisWorkingStore(redis_client, prefix=key_prefix, buffer_max_len=50, buffer_ttl_s=600)
     return HybridMemoryService(working=working, episodic=PostgresEpisodeStore(pool), settings=settings)
@@ -117,7 +119,9 @@ async def test_transcript_is_atomic_and_idempotent(redis_client, pg_pool, key_pr
     got = await svc.get_transcript(tenant, t1.id)
     assert [t.speaker for t in got.turns] == ["buyer", "seller"]
     assert len(await svc.list_episodes(tenant, session_id="deal-7")) == 2
-    bad = body.model_copy(update={"id": "neg-2", "turns": [TranscriptTurnIn(speaker="mallory", content="hi")]})
+    bad = body.model_copy(
+        update={"id": "neg-2", "turns": [TranscriptTurnIn(speaker="mallory", content="hi")]}
+    )
     with pytest.raises(InvalidInput) as info:
         await svc.store_transcript(tenant, bad)
     assert info.value.field == "turns[0].speaker"

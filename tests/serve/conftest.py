@@ -11,7 +11,6 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -55,7 +54,9 @@ def wait_ready(base_url: str, timeout_s: float = 180.0) -> None:
 
 
 @pytest.fixture(scope="module")
-def app_server(redis_url: str, pg_database: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppServer]:
+def app_server(
+    redis_url: str, pg_database: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[AppServer]:
     import ray
     from ray import serve
 
@@ -84,15 +85,17 @@ def app_server(redis_url: str, pg_database: str, tmp_path_factory: pytest.TempPa
         },
     }
     port = free_port()
-    ray.init(num_cpus=6, include_dashboard=False, namespace=f"hmtest-{uuid.uuid4().hex[:6]}",
-             log_to_driver=False)
+    ray.init(
+        num_cpus=6, include_dashboard=False, namespace=f"hmtest-{uuid.uuid4().hex[:6]}", log_to_driver=False
+    )
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         serve.run(build_app(AppArgs(settings=settings)), name="hybridmem", route_prefix="/")
         base_url = f"http://127.0.0.1:{port}"
         wait_ready(base_url)
-        yield AppServer(base_url=base_url, keys={n: v[0] for n, v in raw.items()}, settings=settings,
-                        tenants=tenants)
+        yield AppServer(
+            base_url=base_url, keys={n: v[0] for n, v in raw.items()}, settings=settings, tenants=tenants
+        )
     finally:
         try:
             serve.shutdown()

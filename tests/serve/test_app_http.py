@@ -51,13 +51,19 @@ def test_bad_input_is_4xx_naming_the_field(app_server: AppServer) -> None:
 
 def test_batch_and_scratchpad(app_server: AppServer) -> None:
     session = f"s-{uuid.uuid4().hex[:8]}"
-    batch = {"episodes": [{"id": f"b{i}", "agent_id": "a", "session_id": session, "content": f"turn {i}"}
-                          for i in range(3)]}
+    batch = {
+        "episodes": [
+            {"id": f"b{i}", "agent_id": "a", "session_id": session, "content": f"turn {i}"} for i in range(3)
+        ]
+    }
     with app_server.client("a_rw") as rw:
         first = rw.post("/v1/episodes/batch", json=batch).json()
         again = rw.post("/v1/episodes/batch", json=batch).json()
         assert (first["inserted"], again["inserted"], again["duplicates"]) == (3, 0, 3)
-        assert rw.put("/v1/agents/a/scratchpad/goal", json={"value": "book flight", "ttl_s": 60}).status_code == 200
+        assert (
+            rw.put("/v1/agents/a/scratchpad/goal", json={"value": "book flight", "ttl_s": 60}).status_code
+            == 200
+        )
         assert rw.get("/v1/agents/a/scratchpad/goal").json()["value"] == "book flight"
 
 

@@ -10,24 +10,31 @@ import httpx
 import pytest
 
 from core.auth import ApiKeyAuthenticator
-from core.settings import ApiKeySpec, load_settings
 from core.service import HybridMemoryService
+from core.settings import ApiKeySpec, load_settings
 from deployments.http.api import create_api
 from deployments.http.deps import ApiContext
 from tests.fakes import InMemoryEpisodicStore, InMemoryWorkingStore
 
-KEYS = {"rw": ("tenant-a", ["memory:read", "memory:write"]), "ro": ("tenant-a", ["memory:read"]),
-        "other": ("tenant-b", ["memory:read", "memory:write"]), "admin": ("tenant-a", ["admin"])}
+KEYS = {
+    "rw": ("tenant-a", ["memory:read", "memory:write"]),
+    "ro": ("tenant-a", ["memory:read"]),
+    "other": ("tenant-b", ["memory:read", "memory:write"]),
+    "admin": ("tenant-a", ["admin"]),
+}
 
 
 def _specs() -> list[ApiKeySpec]:
-    return [ApiKeySpec(key_sha256=ApiKeySpec.hash_key(k), tenant_id=t, scopes=s) for k, (t, s) in KEYS.items()]
+    return [
+        ApiKeySpec(key_sha256=ApiKeySpec.hash_key(k), tenant_id=t, scopes=s) for k, (t, s) in KEYS.items()
+    ]
 
 
 @pytest.fixture
 async def client() -> AsyncIterator[httpx.AsyncClient]:
-    settings = load_settings({"limits": {"max_content_chars": 100, "max_batch_items": 3,
-                                         "max_request_bytes": 4096}})
+    settings = load_settings(
+        {"limits": {"max_content_chars": 100, "max_batch_items": 3, "max_request_bytes": 4096}}
+    )
 
     @contextlib.asynccontextmanager
     async def ctx() -> AsyncIterator[ApiContext]:
@@ -63,8 +70,11 @@ async def test_missing_and_invalid_key_are_401(client: httpx.AsyncClient) -> Non
 async def test_missing_scope_is_403(client: httpx.AsyncClient) -> None:
     r = await client.post("/v1/episodes", json=EP, headers=h("ro"))
     assert r.status_code == 403
-    assert r.json()["error"] == {"code": "forbidden", "message": "this API key lacks the 'memory:write' scope",
-                                 "scope": "memory:write"}
+    assert r.json()["error"] == {
+        "code": "forbidden",
+        "message": "this API key lacks the 'memory:write' scope",
+        "scope": "memory:write",
+    }
     # admin implies every scope
     assert (await client.post("/v1/episodes", json=EP, headers=h("admin"))).status_code == 201
 
@@ -101,17 +111,23 @@ async def test_validation_errors_name_the_field(client: httpx.AsyncClient) -> No
 
 
 async def test_malformed_json_and_oversized_body(client: httpx.AsyncClient) -> None:
-    r = await client.post("/v1/episodes", content=b"{not json", headers={**h("rw"), "content-type": "application/json"})
+    r = await client.post(
+        "/v1/episodes", content=b"{not json", headers={**h("rw"), "content-type": "application/json"}
+    )
     assert r.status_code == 422
     assert r.json()["error"]["code"] == "invalid_input"
     big = json.dumps({**EP, "metadata": {"x": "y" * 5000}})
-    r = await client.post("/v1/episodes", content=big, headers={**h("rw"), "content-type": "application/json"})
+    r = await client.post(
+        "/v1/episodes", content=big, headers={**h("rw"), "content-type": "application/json"}
+    )
     assert r.status_code == 413
     assert r.json()["error"]["field"] == "body"
 
 
 async def test_batch_rejected_writes_nothing(client: httpx.AsyncClient) -> None:
-    batch = {"episodes": [{**EP, "session_id": "atomic"}, {**EP, "session_id": "atomic", "content": "x" * 101}]}
+    batch = {
+        "episodes": [{**EP, "session_id": "atomic"}, {**EP, "session_id": "atomic", "content": "x" * 101}]
+    }
     assert (await client.post("/v1/episodes/batch", json=batch, headers=h("rw"))).status_code == 413
     r = await client.get("/v1/episodes", params={"session_id": "atomic"}, headers=h("rw"))
     assert r.json()["items"] == []
@@ -125,7 +141,9 @@ async def test_request_id_is_echoed(client: httpx.AsyncClient) -> None:
 
 
 async def test_scratchpad_and_memory_crud(client: httpx.AsyncClient) -> None:
-    r = await client.put("/v1/agents/a1/scratchpad/plan", json={"value": {"step": 2}, "ttl_s": 60}, headers=h("rw"))
+    r = await client.put(
+        "/v1/agents/a1/scratchpad/plan", json={"value": {"step": 2}, "ttl_s": 60}, headers=h("rw")
+    )
     assert r.status_code == 200
     assert (await client.get("/v1/agents/a1/scratchpad/plan", headers=h("rw"))).json()["value"] == {"step": 2}
     page = (await client.get("/v1/agents/a1/scratchpad", headers=h("rw"))).json()
@@ -133,7 +151,9 @@ async def test_scratchpad_and_memory_crud(client: httpx.AsyncClient) -> None:
     assert (await client.delete("/v1/agents/a1/scratchpad/plan", headers=h("rw"))).status_code == 204
     assert (await client.get("/v1/agents/a1/scratchpad/plan", headers=h("rw"))).status_code == 404
 
-    r = await client.post("/v1/memories", json={"id": "m1", "agent_id": "a1", "content": "likes tea"}, headers=h("rw"))
+    r = await client.post(
+        "/v1/memories", json={"id": "m1", "agent_id": "a1", "content": "likes tea"}, headers=h("rw")
+    )
     assert r.status_code == 201
     mid = r.json()["id"]
     r = await client.patch(f"/v1/memories/{mid}", json={"content": "likes green tea"}, headers=h("rw"))
@@ -145,8 +165,11 @@ async def test_scratchpad_and_memory_crud(client: httpx.AsyncClient) -> None:
 
 async def test_episode_pagination(client: httpx.AsyncClient) -> None:
     for i in range(5):
-        await client.post("/v1/episodes", json={**EP, "session_id": "pg", "id": f"p{i}",
-                                                "created_at": f"2024-01-0{i + 1}T00:00:00Z"}, headers=h("rw"))
+        await client.post(
+            "/v1/episodes",
+            json={**EP, "session_id": "pg", "id": f"p{i}", "created_at": f"2024-01-0{i + 1}T00:00:00Z"},
+            headers=h("rw"),
+        )
     seen, cursor = [], None
     while True:
         params = {"session_id": "pg", "limit": 2, **({"cursor": cursor} if cursor else {})}
