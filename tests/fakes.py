@@ -17,10 +17,54 @@ from core.errors import StoreUnavailable
 from core.models import Episode, MemoryRecord, ScratchpadEntry, Transcript
 
 _WORD = re.compile(r"\w+")
+_STOPWORDS = frozenset(
+    {
+        "a",
+        "an",
+        "and",
+        "are",
+        "as",
+        "at",
+        "be",
+        "by",
+        "did",
+        "do",
+        "does",
+        "for",
+        "from",
+        "had",
+        "has",
+        "have",
+        "i",
+        "in",
+        "is",
+        "it",
+        "of",
+        "on",
+        "or",
+        "our",
+        "so",
+        "that",
+        "the",
+        "this",
+        "to",
+        "was",
+        "we",
+        "were",
+        "what",
+        "when",
+        "where",
+        "which",
+        "who",
+        "will",
+        "with",
+        "you",
+    }
+)
 
 
 def _terms(text: str) -> list[str]:
-    return [w.lower() for w in _WORD.findall(text)]
+    return [w for w in (m.lower() for m in _WORD.findall(text)) if w not in _STOPWORDS]
 
 
 class InMemoryWorkingStore:

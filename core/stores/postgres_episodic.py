@@ -58,9 +58,11 @@ ON CONFLICT (id) DO UPDATE SET
 WHERE memory_records.tenant_id = EXCLUDED.tenant_id
 """
 # "any": OR of the query's lexemes (recall for natural-language questions); "all": websearch syntax.
+# An all-stopword query gives an empty tsquery (numnode 0), which matches nothing.
 _TSQUERY = {
-    "any": "replace(plainto_tsquery('english'::regconfig, $2)::text, ' & ', ' | ')::tsquery",
-    "all": "websearch_to_tsquery('english'::regconfig, $2)",
+    "any": """SELECT CASE WHEN numnode(p) = 0 THEN p ELSE replace(p::text, ' & ', ' | ')::tsquery END AS q
+              FROM plainto_tsquery('english'::regconfig, $2) AS p""",
+    "all": "SELECT websearch_to_tsquery('english'::regconfig, $2) AS q",
 }
 
 
@@ -398,8 +400,8 @@ class PostgresEpisodeStore:
         clauses = _search_filters(filters, args, memories=table == "memory_records")
         args.append(k)
         where = "".join(f" AND {c}" for c in clauses)
-        sql = f"""SELECT {columns}, ts_rank_cd(tsv, q) AS rank
-                  FROM {table}, {_TSQUERY[mode]} AS q
-                  WHERE tenant_id = $1 AND tsv @@ q{where}
+        sql = f"""SELECT {columns}, ts_rank_cd(tsv, s.q) AS rank
+                  FROM {table}, ({_TSQUERY[mode]}) AS s
+                  WHERE tenant_id = $1 AND numnode(s.q) > 0 AND tsv @@ s.q{where}
                   ORDER BY rank DESC, created_at DESC, id LIMIT ${len(args)}"""
         return await self._fetch(sql, *args)
