@@ -10,6 +10,9 @@ from __future__ import annotations
 import copy
 import json
 import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +21,7 @@ import pytest
 import ray.autoscaler
 import yaml
 from ray.autoscaler._private.util import prepare_config, validate_config
+from ray.serve.schema import ServeDeploySchema
 
 REPO = Path(__file__).resolve().parents[2]
 CLUSTER_YAML = REPO / "cluster.yaml"
@@ -145,7 +149,33 @@ def test_head_migrates_then_deploys_the_serve_app(cluster: dict[str, Any]) -> No
     """`ray up` ends with the app (and with it the consolidation schedule) deployed."""
     head_start = cluster["head_start_ray_commands"]
     starts = next(i for i, c in enumerate(head_start) if "ray start --head" in c)
-    deploy = next(i for i, c in enumerate(head_start) if "serve deploy serve_config.yaml" in c)
+    deploy = next(i for i, c in enumerate(head_start) if "serve deploy serve_config" in c)
     assert starts < deploy
     assert "hybridmem migrate upgrade &&" in head_start[deploy]
     assert head_start[deploy].index("migrate upgrade") < head_start[deploy].index("serve deploy")
+
+
+def test_cluster_deploys_serve_config_with_embedder_on_gpu(cluster: dict[str, Any], tmp_path: Path) -> None:
+    """Run the head's config derivation on the real serve_config.yaml; Ray's ServeDeploySchema accepts it."""
+    deploy = cluster["head_start_ray_commands"][-1]
+    snippet = re.search(r"python -c '([^']*)'", deploy)
+    assert snippet, "the deploy command no longer derives the cluster config"
+    shutil.copy(REPO / "serve_config.yaml", tmp_path / "serve_config.yaml")
+    subprocess.run([sys.executable, "-c", snippet.group(1)], cwd=tmp_path, check=True, timeout=30)
+    derived = yaml.safe_load((tmp_path / "serve_config.cluster.yaml").read_text())
+    assert "serve deploy serve_config.cluster.yaml" in deploy
+    ServeDeploySchema.model_validate(derived)
+    original = yaml.safe_load((REPO / "serve_config.yaml").read_text())
+    assert derived["http_options"] == {**original["http_options"], "host": "0.0.0.0"}
+    gpu_node = cluster["available_node_types"]["gpu_worker"]["resources"]
+    for app, original_app in zip(derived["applications"], original["applications"], strict=True):
+        for dep, original_dep in zip(app["deployments"], original_app["deployments"], strict=True):
+            options = dep.get("ray_actor_options", {})
+            if dep["name"] == "Embedder":
+                assert options["num_gpus"] == 1
+                # One replica fits on one GPU node, so the autoscaler can place it.
+                assert options.get("num_cpus", 1) <= gpu_node["CPU"]
+                assert options["num_gpus"] <= gpu_node["GPU"]
+            else:
+                assert dep == original_dep
+                assert options.get("num_gpus", 0) == 0
