@@ -10,11 +10,13 @@ Server discovery (each probe uses a 0.5 s connect timeout):
 - Redis: ``HYBRIDMEM_TEST_REDIS_URL``, else redis://127.0.0.1:6379 if reachable, else an embedded Valkey.
 - Postgres: ``HYBRIDMEM_TEST_POSTGRES_DSN``, else postgresql://postgres@127.0.0.1:5432/postgres if reachable,
   else an embedded Postgres in a temporary directory.
+``HYBRIDMEM_TEST_EMBEDDED=1`` skips the local probes and always starts the embedded servers.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import tempfile
 import uuid
@@ -32,6 +34,8 @@ PROBE_TIMEOUT_S = 0.5
 
 
 def _reachable(host: str, port: int) -> bool:
+    if os.environ.get("HYBRIDMEM_TEST_EMBEDDED") == "1":
+        return False
     try:
         with socket.create_connection((host, port), timeout=PROBE_TIMEOUT_S):
             return True
@@ -77,6 +81,7 @@ def postgres_admin_dsn() -> Iterator[str]:
         yield server.get_uri()
     finally:
         server.cleanup()
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _dsn_for_database(admin_dsn: str, database: str) -> str:
