@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from core.errors import StoreUnavailable
+from core.errors import InvalidInput, StoreUnavailable
 from core.models import Episode, MemoryRecord, ScratchpadEntry, Transcript
 
 _WORD = re.compile(r"\w+")
@@ -151,6 +151,8 @@ class InMemoryWorkingStore:
 
     async def put_scratchpads(self, entries: Sequence[ScratchpadEntry]) -> None:
         self._check()
+        if any(e.ttl_s is not None and e.ttl_s < 1 for e in entries):
+            raise InvalidInput("ttl_s", "must be at least 1 second (or null for no expiry)")
         now = time.monotonic()
         for e in entries:
             expiry = now + e.ttl_s if e.ttl_s is not None else None

@@ -27,7 +27,7 @@ from urllib.parse import quote, unquote
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from core.errors import StoreUnavailable
+from core.errors import InvalidInput, StoreUnavailable
 from core.models import Episode, ScratchpadEntry
 
 
@@ -190,6 +190,9 @@ class RedisWorkingStore:
         """Write every entry (value + index membership) in one pipelined round trip."""
         if not entries:
             return
+        for e in entries:
+            if e.ttl_s is not None and e.ttl_s < 1:
+                raise InvalidInput("ttl_s", "must be at least 1 second (or null for no expiry)")
         with self._translate():
             async with self._r.pipeline(transaction=False) as pipe:
                 for e in entries:

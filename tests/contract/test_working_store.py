@@ -12,7 +12,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from core.errors import StoreUnavailable
+from core.errors import InvalidInput, StoreUnavailable
 from core.ids import content_hash, partition_of
 from core.models import Episode, Role, ScratchpadEntry
 from core.ports import WorkingStore
@@ -129,6 +129,8 @@ async def test_scratchpad_put_get_delete_and_ttl_expiry(store: WorkingStore, ten
     page, cursor = await store.list_scratchpads(tenant_id=tenant, agent_id="ag")
     assert [e.key for e in page] == ["plan"] and cursor is None
 
+    with pytest.raises(InvalidInput):
+        await store.put_scratchpad(tenant_id=tenant, agent_id="ag", key="bad", value=1, ttl_s=0)
     assert await store.delete_scratchpad(tenant_id=tenant, agent_id="ag", key="plan") is True
     assert await store.delete_scratchpad(tenant_id=tenant, agent_id="ag", key="plan") is False
     assert await store.get_scratchpad(tenant_id=tenant, agent_id="ag", key="plan") is None

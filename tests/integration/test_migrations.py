@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
@@ -31,7 +32,7 @@ async def _tables(dsn: str) -> set[str]:
 
 
 @pytest.fixture
-async def empty_database(postgres_admin_dsn: str):
+async def empty_database(postgres_admin_dsn: str) -> AsyncIterator[str]:
     from tests.conftest import _dsn_for_database
 
     name = f"hm_mig_{uuid.uuid4().hex[:12]}"
