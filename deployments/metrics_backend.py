@@ -1,0 +1,102 @@
+"""Publishes core.metrics through Ray's metrics API inside Ray processes, and sets up their logging.
+
+``install_ray_metrics()`` switches this process's metrics backend to ``ray.serve.metrics`` (which is
+``ray.util.metrics`` plus deployment/replica/application tags inside a replica; tag keys = label names).
+Values from every Serve replica and job worker then aggregate on Ray's Prometheus endpoint (each node's
+metrics export port, names prefixed ``ray_``) and show in the Ray dashboard next to Serve's built-ins.
+Every value is also kept in the process's local prometheus registry, so the ingress's ``GET /metrics``
+still reports what its own process saw. Call :func:`init_observability` first thing in each
+deployment's ``__init__`` and at the start of every job worker.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import ray
+from ray.serve import metrics as ray_metrics
+
+from core.logs import configure_logging, set_request_id_fallback
+from core.metrics import (
+    Instrument,
+    MetricKind,
+    MetricSpec,
+    PrometheusBackend,
+    current_backend,
+    local_backend,
+    use_backend,
+)
+from core.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+RayMetric = ray_metrics.Counter | ray_metrics.Gauge | ray_metrics.Histogram
+
+
+class _RayInstrument:
+    def __init__(self, kind: MetricKind, metric: RayMetric, local: Instrument | None) -> None:
+        self._kind = kind
+        self._metric = metric
+        self._local = local
+
+    def record(self, value: float, labels: Mapping[str, str]) -> None:
+        tags = dict(labels)
+        if isinstance(self._metric, ray_metrics.Counter):
+            self._metric.inc(value, tags=tags)
+        elif isinstance(self._metric, ray_metrics.Gauge):
+            self._metric.set(value, tags=tags)
+        else:
+            self._metric.observe(value, tags=tags)
+        if self._local is not None:
+            self._local.record(value, labels)
+
+
+class RayMetricsBackend:
+    """core.metrics backend on ``ray.serve.metrics``; optionally tees every value into a local registry."""
+
+    def __init__(self, *, tee: PrometheusBackend | None = None) -> None:
+        self._tee = tee
+
+    def create(self, spec: MetricSpec) -> Instrument:
+        metric: RayMetric
+        tag_keys: Any = spec.labels  # Ray annotates tag_keys as Tuple[str] but takes any tuple of str
+        if spec.kind is MetricKind.COUNTER:
+            metric = ray_metrics.Counter(spec.name, description=spec.help, tag_keys=tag_keys)
+        elif spec.kind is MetricKind.GAUGE:
+            metric = ray_metrics.Gauge(spec.name, description=spec.help, tag_keys=tag_keys)
+        else:
+            metric = ray_metrics.Histogram(
+                spec.name, description=spec.help, boundaries=list(spec.buckets or ()), tag_keys=tag_keys
+            )
+        local = self._tee.create(spec) if self._tee is not None else None
+        return _RayInstrument(spec.kind, metric, local)
+
+
+def serve_request_id() -> str | None:
+    """The request id of the Serve request being handled (Serve copies it across handle calls)."""
+    try:
+        from ray.serve.context import _get_serve_request_context
+
+        return _get_serve_request_context().request_id or None
+    except (ImportError, AttributeError):  # private API: degrade to "no request id", never fail a log call
+        return None
+
+
+def install_ray_metrics() -> bool:
+    """Publish this process's metrics through Ray (idempotent). False when Ray is not initialised here."""
+    if isinstance(current_backend(), RayMetricsBackend):
+        return True
+    if not ray.is_initialized():
+        logger.info("Ray is not initialised in this process; metrics stay on the local prometheus registry")
+        return False
+    use_backend(RayMetricsBackend(tee=local_backend()))
+    set_request_id_fallback(serve_request_id)
+    return True
+
+
+def init_observability(settings: Settings) -> None:
+    """JSON logs at the configured level, and Ray-published metrics: one call per Ray process."""
+    configure_logging(settings.log_level, json=settings.log_json)
+    install_ray_metrics()
