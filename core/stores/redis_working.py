@@ -8,7 +8,8 @@ and ``%`` in an id can neither collide with another key nor widen a ``SCAN MATCH
     {prefix}:p:{partition}:sessions zset  "{t}:{s}" members, scored by last write (consolidation drains these)
     {prefix}:t:{t}:pad:{a}:{k}     string JSON ScratchpadEntry, with its own TTL (none: persistent)
     {prefix}:t:{t}:padidx:{a}      zset   raw keys of the agent's scratchpads (score 0, listed BYLEX);
-                                          members whose value expired are pruned lazily on list/get
+                                          lives as long as its longest-lived entry; members whose value
+                                          expired are pruned lazily on list
 
 Every call maps redis errors to ``StoreUnavailable("redis")``; the client's socket timeout bounds each call.
 """
@@ -29,6 +30,19 @@ from redis.exceptions import RedisError
 
 from core.errors import InvalidInput, StoreUnavailable
 from core.models import Episode, ScratchpadEntry
+
+# Add a key to a scratchpad index and keep the index alive at least as long as that entry:
+# a persistent entry makes the index persistent; a TTL entry only ever extends a volatile index.
+_INDEX_ADD = """
+local ttl = redis.call('TTL', KEYS[1])
+redis.call('ZADD', KEYS[1], 0, ARGV[1])
+if ARGV[2] == '' then
+  redis.call('PERSIST', KEYS[1])
+elseif ttl == -2 or (ttl >= 0 and ttl < tonumber(ARGV[2])) then
+  redis.call('EXPIRE', KEYS[1], ARGV[2])
+end
+return 1
+"""
 
 
 def encode_component(value: str) -> str:
@@ -197,7 +211,8 @@ class RedisWorkingStore:
             async with self._r.pipeline(transaction=False) as pipe:
                 for e in entries:
                     pipe.set(self._pad_key(e.tenant_id, e.agent_id, e.key), e.model_dump_json(), ex=e.ttl_s)
-                    pipe.zadd(self._pad_index_key(e.tenant_id, e.agent_id), {e.key: 0})
+                    ttl = "" if e.ttl_s is None else str(e.ttl_s)
+                    pipe.eval(_INDEX_ADD, 1, self._pad_index_key(e.tenant_id, e.agent_id), e.key, ttl)
                 await pipe.execute()
 
     async def get_scratchpad(self, *, tenant_id: str, agent_id: str, key: str) -> ScratchpadEntry | None:

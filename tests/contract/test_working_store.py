@@ -227,6 +227,26 @@ async def test_redis_refreshes_buffer_ttl_on_every_write(
 
 
 @pytest.mark.integration
+async def test_redis_scratchpad_index_lives_as_long_as_its_longest_entry(
+    redis_client: aioredis.Redis, key_prefix: str
+) -> None:
+    store = RedisWorkingStore(redis_client, prefix=key_prefix, buffer_max_len=MAX_LEN, buffer_ttl_s=TTL_S)
+    index = store._pad_index_key("t1", "ag")
+    await store.put_scratchpad(tenant_id="t1", agent_id="ag", key="a", value=1, ttl_s=100)
+    assert 90 < await redis_client.ttl(index) <= 100
+    await store.put_scratchpad(tenant_id="t1", agent_id="ag", key="b", value=1, ttl_s=10)
+    assert await redis_client.ttl(index) > 90  # a shorter entry never shortens the index
+    await store.put_scratchpad(tenant_id="t1", agent_id="ag", key="c", value=1, ttl_s=500)
+    assert await redis_client.ttl(index) > 400
+    await store.put_scratchpad(tenant_id="t1", agent_id="ag", key="d", value=1, ttl_s=None)
+    assert await redis_client.ttl(index) == -1
+    await store.put_scratchpad(tenant_id="t1", agent_id="ag", key="e", value=1, ttl_s=10)
+    assert await redis_client.ttl(index) == -1  # a persistent entry keeps the index persistent
+    page, _ = await store.list_scratchpads(tenant_id="t1", agent_id="ag")
+    assert [e.key for e in page] == ["a", "b", "c", "d", "e"]
+
+
+@pytest.mark.integration
 async def test_redis_keys_of_one_tenant_never_match_another_tenants_scan(
     redis_client: aioredis.Redis, key_prefix: str
 ) -> None:
