@@ -1,0 +1,189 @@
+"""The metric catalogue follows the conventions, binds lazily, and renders through prometheus-client."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from core import metrics as m
+from core.metrics import METRICS, MetricKind, MetricSpec, PrometheusBackend, store_operation
+
+REQUIRED = {
+    "hybridmem_ingest_records_total",
+    "hybridmem_store_operation_seconds",
+    "hybridmem_store_errors_total",
+    "hybridmem_embedding_batch_size",
+    "hybridmem_embedding_seconds",
+    "hybridmem_embedding_queue_depth",
+    "hybridmem_embedding_truncations_total",
+    "hybridmem_embedding_cache_hits_total",
+    "hybridmem_embedding_cache_misses_total",
+    "hybridmem_retrieval_seconds",
+    "hybridmem_retrieval_tier_seconds",
+    "hybridmem_retrieval_top_score",
+    "hybridmem_retrieval_score_spread",
+    "hybridmem_context_tokens_used",
+    "hybridmem_context_budget_ratio",
+    "hybridmem_consolidation_run_seconds",
+    "hybridmem_consolidation_episodes_total",
+    "hybridmem_consolidation_backlog_episodes",
+    "hybridmem_consolidation_failures_total",
+    "hybridmem_retention_actions_total",
+}
+
+
+class RecordingBackend:
+    """A MetricsBackend that remembers what was created and recorded (implements the Protocol)."""
+
+    def __init__(self) -> None:
+        self.created: list[str] = []
+        self.records: list[tuple[str, float, dict[str, str]]] = []
+
+    def create(self, spec: MetricSpec) -> m.Instrument:
+        self.created.append(spec.name)
+        backend = self
+
+        class _Recorder:
+            def record(self, value: float, labels: dict[str, str]) -> None:  # type: ignore[override]
+                backend.records.append((spec.name, value, dict(labels)))
+
+        return _Recorder()
+
+
+@pytest.fixture
+def prom() -> Iterator[PrometheusBackend]:
+    """A fresh prometheus backend for the test; the process backend is restored afterwards."""
+    backend = PrometheusBackend()
+    m.use_backend(backend)
+    try:
+        yield backend
+    finally:
+        m.use_backend(None)
+
+
+def _samples(backend: PrometheusBackend) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    out = {}
+    for family in text_string_to_metric_families(backend.render().decode()):
+        for s in family.samples:
+            out[(s.name, frozenset(s.labels.items()))] = s.value
+    return out
+
+
+def test_catalogue_has_every_required_metric_once() -> None:
+    names = [metric.spec.name for metric in METRICS.all()]
+    assert len(names) == len(set(names))
+    assert set(names) >= REQUIRED
+
+
+@pytest.mark.parametrize("metric", METRICS.all(), ids=lambda x: x.spec.name)
+def test_declaration_follows_conventions(metric: m._Metric) -> None:
+    spec = metric.spec
+    assert spec.name.startswith("hybridmem_")
+    assert spec.name.endswith("_total") == (spec.kind is MetricKind.COUNTER)
+    assert not m.FORBIDDEN_LABELS.intersection(spec.labels)
+    assert "partition" not in spec.labels or spec.name == "hybridmem_consolidation_backlog_episodes"
+    assert "seconds" not in spec.name or spec.name.endswith(("_seconds", "_timestamp_seconds"))
+    if spec.kind is MetricKind.HISTOGRAM:
+        assert spec.buckets and list(spec.buckets) == sorted(spec.buckets) and spec.buckets[0] > 0
+    assert spec.help and spec.ray_name == "ray_" + spec.name
+
+
+@pytest.mark.parametrize(
+    ("factory", "args"),
+    [
+        (m.Counter, ("requests_total", "no prefix")),
+        (m.Counter, ("hybridmem_requests", "counter without _total")),
+        (m.Gauge, ("hybridmem_depth_total", "gauge with _total")),
+        (m.Counter, ("hybridmem_x_total", "tenant label", ("tenant_id",))),
+        (m.Gauge, ("hybridmem_depth", "session label", ("session_id",))),
+        (m.Histogram, ("hybridmem_x_seconds", "partition label", ("partition",), (0.1, 1.0))),
+        (m.Histogram, ("hybridmem_score", "zero bucket", (), (0.0, 1.0))),
+    ],
+)
+def test_bad_declarations_are_refused(factory: type[m._Metric], args: tuple[object, ...]) -> None:
+    with pytest.raises(ValueError):
+        factory(*args)  # type: ignore[arg-type]
+
+
+def test_handles_bind_lazily_and_rebind_after_a_backend_switch() -> None:
+    recording = RecordingBackend()
+    counter = m.Counter("hybridmem_probe_total", "probe", ("outcome",))
+    m.use_backend(recording)
+    try:
+        assert recording.created == []  # declaring and switching did no registry work
+        counter.inc(2, outcome="ok")
+        counter.labels(outcome="ok").inc()
+        assert recording.created == ["hybridmem_probe_total"]
+        assert recording.records == [
+            ("hybridmem_probe_total", 2.0, {"outcome": "ok"}),
+            ("hybridmem_probe_total", 1.0, {"outcome": "ok"}),
+        ]
+        second = RecordingBackend()
+        m.use_backend(second)
+        counter.inc(1, outcome="error")
+        assert second.records == [("hybridmem_probe_total", 1.0, {"outcome": "error"})]
+    finally:
+        m.use_backend(None)
+
+
+def test_prometheus_backend_renders_counters_gauges_histograms(prom: PrometheusBackend) -> None:
+    METRICS.ingest_records_total.labels(store="postgres", operation="insert_episodes").inc(3)
+    METRICS.ingest_records_total.inc(2, store="postgres", operation="insert_episodes")
+    METRICS.consolidation_backlog_episodes.set(7, partition=3)
+    METRICS.retrieval_tier_seconds.observe(0.02, tier="semantic")
+    METRICS.retrieval_tier_seconds.observe(3.0, tier="semantic")
+    samples = _samples(prom)
+    pg = frozenset({("store", "postgres"), ("operation", "insert_episodes")})
+    assert samples[("hybridmem_ingest_records_total", pg)] == 5
+    assert samples[("hybridmem_consolidation_backlog_episodes", frozenset({("partition", "3")}))] == 7
+    sem = frozenset({("tier", "semantic")})
+    assert samples[("hybridmem_retrieval_tier_seconds_count", sem)] == 2
+    assert samples[("hybridmem_retrieval_tier_seconds_sum", sem)] == pytest.approx(3.02)
+    assert samples[("hybridmem_retrieval_tier_seconds_bucket", sem | {("le", "0.025")})] == 1
+    assert samples[("hybridmem_retrieval_tier_seconds_bucket", sem | {("le", "5.0")})] == 2
+
+
+def test_render_latest_serves_the_process_registry() -> None:
+    before = m.local_backend().render()
+    METRICS.embedding_cache_hits_total.inc(4)
+    text = m.render_latest().decode()
+    assert "# TYPE hybridmem_embedding_cache_hits_total counter" in text
+    assert text != before.decode()
+    assert m.CONTENT_TYPE.startswith("text/plain")
+
+
+def test_labels_must_match_the_declaration(prom: PrometheusBackend) -> None:
+    with pytest.raises(ValueError, match="takes labels"):
+        METRICS.store_errors_total.inc(1, store="redis")
+    with pytest.raises(ValueError, match="takes labels"):
+        METRICS.store_errors_total.inc(1, store="redis", operation="get", tenant_id="t")
+    with pytest.raises(ValueError, match="cannot decrease"):
+        METRICS.store_errors_total.inc(-1, store="redis", operation="get")
+
+
+def test_zero_increment_records_nothing(prom: PrometheusBackend) -> None:
+    METRICS.embedding_truncations_total.inc(0)
+    assert not any(name == "hybridmem_embedding_truncations_total" for name, _ in _samples(prom))
+
+
+def test_timer_observes_also_when_the_block_raises(prom: PrometheusBackend) -> None:
+    with METRICS.retrieval_seconds.timer(mode="search"):
+        pass
+    with pytest.raises(RuntimeError), METRICS.retrieval_seconds.labels(mode="search").timer():
+        raise RuntimeError("boom")
+    assert _samples(prom)[("hybridmem_retrieval_seconds_count", frozenset({("mode", "search")}))] == 2
+
+
+def test_store_operation_counts_records_latency_and_errors(prom: PrometheusBackend) -> None:
+    with store_operation("redis", "append_session", records=4):
+        pass
+    with pytest.raises(ConnectionError), store_operation("redis", "append_session", records=4):
+        raise ConnectionError("down")
+    samples = _samples(prom)
+    op = frozenset({("store", "redis"), ("operation", "append_session")})
+    assert samples[("hybridmem_ingest_records_total", op)] == 4  # the failed call wrote nothing
+    assert samples[("hybridmem_store_errors_total", op)] == 1
+    assert samples[("hybridmem_store_operation_seconds_count", op | {("outcome", "ok")})] == 1
+    assert samples[("hybridmem_store_operation_seconds_count", op | {("outcome", "error")})] == 1
