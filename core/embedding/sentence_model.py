@@ -15,6 +15,7 @@ import numpy.typing as npt
 from core.embedding.types import EmbedResult
 from core.embedding.version import sentence_model_version
 from core.errors import ModelUnavailable
+from core.metrics import METRICS
 from core.models import ModelVersion
 from core.settings import EmbeddingSettings
 
@@ -126,10 +127,19 @@ class SentenceTransformerEmbedder:
 
     def embed_sync(self, texts: Sequence[str]) -> EmbedResult:
         """Blocking embed with truncation flags; what :meth:`embed` runs on the worker thread."""
+        backend = self.version.backend
         lengths = self.token_lengths(texts)
         truncated = [n > self.max_seq_length for n in lengths]
         self.truncated_total += sum(truncated)
-        vectors = self.encode(texts)
+        METRICS.embedding_truncations_total.inc(sum(truncated))
+        METRICS.embedding_batch_size.observe(len(texts), backend=backend)
+        try:
+            with METRICS.embedding_seconds.timer(backend=backend):
+                vectors = self.encode(texts)
+        except Exception:
+            METRICS.embedding_errors_total.inc(backend=backend)
+            raise
+        METRICS.embedding_texts_total.inc(len(texts), backend=backend)
         return EmbedResult(
             vectors=vectors.tolist(),
             truncated=truncated,
