@@ -83,6 +83,16 @@ class RetrievalSettings(BaseModel):
     dedupe_threshold: float = Field(0.95, ge=0, le=1)
     tokenizer: str | None = Field(None, description="Tokenizer for budgets (default: the embedding model's)")
     default_token_budget: int = Field(2048, ge=1)
+    fusion_weights: dict[str, float] = Field(
+        default_factory=lambda: {"semantic": 1.0, "episodic": 1.0, "working": 0.5},
+        description="Per-tier weight in fusion (tiers: semantic, episodic, working)",
+    )
+    score_normalisation: Literal["minmax", "zscore"] = Field("zscore", description="Weighted fusion only")
+    candidate_k: int = Field(50, ge=1, description="Candidates fetched from each tier before fusion")
+    recency_weight: float = Field(0.3, ge=0, le=1, description="Share of the score subject to recency decay")
+    neighbour_window: int = Field(1, ge=0, le=5, description="Turns each side embedded with an episode")
+    working_recent_n: int = Field(3, ge=0, description="Newest session turns always offered by the working tier")
+    tier_timeout_s: float = Field(2.0, gt=0, description="A tier slower than this is reported degraded")
 
 
 class LimitSettings(BaseModel):

@@ -1,0 +1,302 @@
+"""HybridRetriever: search the three tiers concurrently, fuse, diversify, and pack context to a budget.
+
+Tiers: ``semantic`` (vector index, query embedded by the embedder), ``episodic`` (lexical search over
+durable episodes), ``working`` (the session buffer, when a ``session_id`` filter is given). A tier that
+fails with StoreUnavailable, an embedding error or a timeout is reported in ``degraded``; the request
+still succeeds with the other tiers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from pydantic import Field
+
+from core.embedding.types import TextEmbedder
+from core.errors import EmbeddingError, InvalidInput, StoreUnavailable
+from core.models import Episode, Frozen, ScoredSnippet, Tier, VectorHit
+from core.ports import VectorIndex, WorkingStore
+from core.retrieval.candidates import Candidate, episode_key, from_episode, from_vector_hit
+from core.retrieval.diversity import drop_near_duplicates, mmr_order, text_similarity
+from core.retrieval.fusion import apply_recency, rank_keys, rrf_fuse, weighted_fuse
+from core.retrieval.packing import pack_context
+from core.retrieval.quality import lexical_query, working_scores
+from core.retrieval.tokens import TokenCounter
+from core.settings import RetrievalSettings
+
+logger = logging.getLogger(__name__)
+
+Mode = Literal["hybrid", "vector", "lexical"]
+TIERS: tuple[str, ...] = (Tier.SEMANTIC.value, Tier.EPISODIC.value, Tier.WORKING.value)
+_VERSION_TTL_S = 30.0
+
+
+class LexicalSearcher(Protocol):
+    """Lexical search over durable episodes (the Postgres store provides exactly this)."""
+
+    async def search_text(
+        self, *, tenant_id: str, query: str, k: int, filters: dict[str, Any] | None
+    ) -> list[tuple[Episode, float]]: ...
+
+
+class SearchResult(Frozen):
+    """Ranked snippets, the tiers that failed, and relevance stats for quality monitoring."""
+
+    snippets: list[ScoredSnippet]
+    degraded: list[str] = Field(default_factory=list)
+    mode: str = "hybrid"
+    top_score: float | None = None
+    score_spread: float | None = None
+    tier_top_scores: dict[str, float] = Field(default_factory=dict)
+
+
+class ContextResult(Frozen):
+    """Packed snippets (each with its token count), the rendered context and the tokens it uses."""
+
+    snippets: list[ScoredSnippet]
+    context: str
+    tokens_used: int
+    token_budget: int
+    degraded: list[str] = Field(default_factory=list)
+    top_score: float | None = None
+    score_spread: float | None = None
+
+
+@dataclass
+class _TierOutcome:
+    name: str
+    candidates: list[Candidate] = field(default_factory=list)
+    failed: bool = False
+
+
+class HybridRetriever:
+    """Hybrid search and context assembly over borrowed tier clients (it never closes them)."""
+
+    def __init__(
+        self,
+        *,
+        working: WorkingStore,
+        lexical: LexicalSearcher,
+        vectors: VectorIndex,
+        embedder: TextEmbedder,
+        settings: RetrievalSettings,
+        token_counter: TokenCounter,
+    ) -> None:
+        self._working = working
+        self._lexical = lexical
+        self._vectors = vectors
+        self._embedder = embedder
+        self._settings = settings
+        self._counter = token_counter
+        self._live_version: tuple[float, str | None] | None = None
+
+    async def search(
+        self,
+        *,
+        tenant_id: str,
+        query: str,
+        k: int | None = None,
+        filters: dict[str, Any] | None = None,
+        tiers: Sequence[str] | None = None,
+        mode: Mode = "hybrid",
+    ) -> SearchResult:
+        """The ``k`` best snippets for ``query`` over the requested tiers, fused and diversified."""
+        k = k or self._settings.default_k
+        active = self._active_tiers(tiers, mode, filters)
+        depth = max(k, self._settings.candidate_k)
+        outcomes = await asyncio.gather(
+            *(
+                self._run_tier(name, tenant_id=tenant_id, query=query, depth=depth, filters=filters)
+                for name in active
+            )
+        )
+        degraded = [o.name for o in outcomes if o.failed]
+        ranked = self._fuse_and_diversify([o for o in outcomes if not o.failed], k=k)
+        tier_top = {o.name: max(c.raw_score for c in o.candidates) for o in outcomes if o.candidates}
+        top, spread = _stats([s.score for s in ranked])
+        return SearchResult(
+            snippets=ranked, degraded=degraded, mode=mode, top_score=top, score_spread=spread,
+            tier_top_scores=tier_top,
+        )  # fmt: skip
+
+    async def context(
+        self,
+        *,
+        tenant_id: str,
+        query: str,
+        token_budget: int | None = None,
+        filters: dict[str, Any] | None = None,
+        tier_quotas: dict[str, int] | None = None,
+        chronological: bool = False,
+        tiers: Sequence[str] | None = None,
+        mode: Mode = "hybrid",
+    ) -> ContextResult:
+        """The best context for ``query`` that fits ``token_budget`` tokens, with sources."""
+        budget = token_budget or self._settings.default_token_budget
+        if tier_quotas:
+            unknown = set(tier_quotas) - set(TIERS)
+            if unknown:
+                raise InvalidInput("tier_quotas", f"unknown tiers {sorted(unknown)}; expected {list(TIERS)}")
+        found = await self.search(
+            tenant_id=tenant_id,
+            query=query,
+            k=self._settings.candidate_k,
+            filters=filters,
+            tiers=tiers,
+            mode=mode,
+        )
+        packed = await asyncio.to_thread(
+            pack_context, found.snippets, token_budget=budget, counter=self._counter,
+            tier_quotas=tier_quotas, chronological=chronological,
+        )  # fmt: skip
+        return ContextResult(
+            snippets=packed.snippets,
+            context=packed.text,
+            tokens_used=packed.tokens_used,
+            token_budget=budget,
+            degraded=found.degraded,
+            top_score=found.top_score,
+            score_spread=found.score_spread,
+        )
+
+    # -- tiers ------------------------------------------------------------------------------------
+
+    def _active_tiers(
+        self, tiers: Sequence[str] | None, mode: Mode, filters: dict[str, Any] | None
+    ) -> list[str]:
+        wanted = list(TIERS) if tiers is None else list(dict.fromkeys(tiers))
+        unknown = [t for t in wanted if t not in TIERS]
+        if unknown:
+            raise InvalidInput("tiers", f"unknown tiers {unknown}; expected a subset of {list(TIERS)}")
+        if mode == "vector":
+            wanted = [t for t in wanted if t == Tier.SEMANTIC.value]
+        elif mode == "lexical":
+            wanted = [t for t in wanted if t == Tier.EPISODIC.value]
+        elif mode != "hybrid":
+            raise InvalidInput("mode", f"unknown mode {mode!r}")
+        if not (filters or {}).get("session_id"):
+            wanted = [t for t in wanted if t != Tier.WORKING.value]
+        return wanted
+
+    async def _run_tier(
+        self, name: str, *, tenant_id: str, query: str, depth: int, filters: dict[str, Any] | None
+    ) -> _TierOutcome:
+        try:
+            async with asyncio.timeout(self._settings.tier_timeout_s):
+                if name == Tier.SEMANTIC.value:
+                    found = await self._semantic(
+                        tenant_id=tenant_id, query=query, depth=depth, filters=filters
+                    )
+                elif name == Tier.EPISODIC.value:
+                    found = await self._episodic(
+                        tenant_id=tenant_id, query=query, depth=depth, filters=filters
+                    )
+                else:
+                    found = await self._recent(tenant_id=tenant_id, query=query, filters=filters or {})
+        except (StoreUnavailable, EmbeddingError, TimeoutError) as exc:
+            logger.warning("retrieval tier degraded", extra={"tier": name, "error": type(exc).__name__})
+            return _TierOutcome(name, failed=True)
+        return _TierOutcome(name, candidates=found)
+
+    async def _semantic(
+        self, *, tenant_id: str, query: str, depth: int, filters: dict[str, Any] | None
+    ) -> list[Candidate]:
+        live = await self._live_collection_version()
+        if live is None:
+            return []  # nothing consolidated yet
+        embedded = await self._embedder.embed([query])
+        if embedded.version.key != live:
+            raise EmbeddingError(f"query model {embedded.version.key} differs from the collection's {live}")
+        hits: list[VectorHit] = await self._vectors.search(
+            embedded.vectors[0], tenant_id=tenant_id, k=depth, filters=filters
+        )
+        return [from_vector_hit(hit, rank=i) for i, hit in enumerate(hits)]
+
+    async def _live_collection_version(self) -> str | None:
+        now = time.monotonic()
+        if self._live_version is None or now - self._live_version[0] > _VERSION_TTL_S:
+            self._live_version = (now, await self._vectors.live_version())
+        return self._live_version[1]
+
+    async def _episodic(
+        self, *, tenant_id: str, query: str, depth: int, filters: dict[str, Any] | None
+    ) -> list[Candidate]:
+        text = lexical_query(query)
+        if not text:
+            return []
+        found = await self._lexical.search_text(tenant_id=tenant_id, query=text, k=depth, filters=filters)
+        return [
+            from_episode(ep, tier=Tier.EPISODIC, raw_score=score, rank=i)
+            for i, (ep, score) in enumerate(found)
+        ]
+
+    async def _recent(self, *, tenant_id: str, query: str, filters: dict[str, Any]) -> list[Candidate]:
+        limit = max(self._settings.candidate_k, self._settings.working_recent_n)
+        recent = await self._working.recent_session(
+            tenant_id=tenant_id, session_id=str(filters["session_id"]), limit=limit
+        )
+        agent = filters.get("agent_id")
+        kind = filters.get("kind")
+        recent = [
+            e for e in recent if (agent is None or e.agent_id == agent) and (kind is None or e.kind == kind)
+        ]
+        scored = working_scores(query, recent, always_newest=self._settings.working_recent_n)
+        return [from_episode(ep, tier=Tier.WORKING, raw_score=s, rank=i) for i, (ep, s) in enumerate(scored)]
+
+    # -- fusion -----------------------------------------------------------------------------------
+
+    def _fuse_and_diversify(self, outcomes: Sequence[_TierOutcome], *, k: int) -> list[ScoredSnippet]:
+        cfg = self._settings
+        merged: dict[str, Candidate] = {}
+        for outcome in outcomes:
+            for cand in outcome.candidates:
+                merged[cand.key] = merged[cand.key].merge(cand) if cand.key in merged else cand
+        if not merged:
+            return []
+        if cfg.fusion == "rrf":
+            fused = rrf_fuse(
+                {o.name: [c.key for c in o.candidates] for o in outcomes},
+                k=cfg.rrf_k,
+                weights=cfg.fusion_weights,
+            )
+        else:
+            fused = weighted_fuse(
+                {o.name: [(c.key, c.raw_score) for c in o.candidates] for o in outcomes},
+                weights=cfg.fusion_weights, method=cfg.score_normalisation,
+            )  # fmt: skip
+        if cfg.recency_half_life_s is not None:
+            created = {key: c.created_ts for key, c in merged.items()}
+            fused = apply_recency(
+                fused,
+                created,
+                now_ts=time.time(),
+                half_life_s=cfg.recency_half_life_s,
+                weight=cfg.recency_weight,
+            )
+        order = [key for key in rank_keys(fused) if key in merged]
+        texts = [merged[key].content for key in order]
+        similarity = text_similarity(texts)
+        kept = drop_near_duplicates(len(order), similarity, threshold=cfg.dedupe_threshold)
+        if cfg.mmr_lambda < 1.0:
+            pool = kept[: max(k * 3, k)]
+            picked = mmr_order([fused[order[i]] for i in pool], lambda a, b: similarity(pool[a], pool[b]),
+                               lambda_=cfg.mmr_lambda, k=k)  # fmt: skip
+            chosen = [pool[i] for i in picked]
+        else:
+            chosen = kept[:k]
+        return [merged[order[i]].to_snippet(fused[order[i]]) for i in chosen]
+
+
+def _stats(scores: Sequence[float]) -> tuple[float | None, float | None]:
+    """Top score and spread (top minus the lowest returned) of a result list."""
+    if not scores:
+        return None, None
+    return max(scores), max(scores) - min(scores)
+
+
+__all__ = ["ContextResult", "HybridRetriever", "LexicalSearcher", "SearchResult", "episode_key"]

@@ -1,0 +1,199 @@
+"""HybridRetriever over the in-memory store fakes and a small concept-space embedder."""
+
+from __future__ import annotations
+
+import math
+import re
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from core.embedding.types import EmbedResult
+from core.errors import StoreUnavailable
+from core.ids import content_hash
+from core.models import Episode, ModelVersion, Role, Tier, VectorHit, VectorPoint
+from core.points import episode_point
+from core.retrieval.hybrid import HybridRetriever
+from core.retrieval.tokens import load_token_counter
+from core.settings import RetrievalSettings
+from tests.fakes import InMemoryEpisodicStore, InMemoryWorkingStore
+
+VERSION = ModelVersion(name="concepts", revision="r1", dimension=4)
+# A tiny "semantic space": synonyms share a dimension, so only the vector side links them.
+CONCEPTS = {
+    "car": 0,
+    "automobile": 0,
+    "vehicle": 0,
+    "dog": 1,
+    "puppy": 1,
+    "paint": 2,
+    "painting": 2,
+    "sunrise": 3,
+}
+T0 = datetime(2024, 1, 1, tzinfo=UTC)
+
+
+class ConceptEmbedder:
+    def __init__(self, version: ModelVersion = VERSION) -> None:
+        self.version = version
+
+    async def embed(self, texts: Sequence[str]) -> EmbedResult:
+        vectors = []
+        for text in texts:
+            v = [0.0] * VERSION.dimension
+            for word in re.findall(r"\w+", text.lower()):
+                if word in CONCEPTS:
+                    v[CONCEPTS[word]] += 1.0
+            norm = math.sqrt(sum(x * x for x in v)) or 1.0
+            vectors.append([x / norm for x in v])
+        return EmbedResult(vectors=vectors, truncated=[False] * len(texts), version=self.version)
+
+    async def model_version(self) -> ModelVersion:
+        return self.version
+
+
+class ListVectorIndex:
+    """Brute-force vector index with the port's tenant and equality filters."""
+
+    def __init__(self) -> None:
+        self.points: list[VectorPoint] = []
+        self.available = True
+
+    async def upsert(self, points: Sequence[VectorPoint], *, collection: str | None = None) -> None:
+        self.points.extend(points)
+
+    async def search(
+        self, vector: Sequence[float], *, tenant_id: str, k: int, filters: dict[str, Any] | None = None,
+        collection: str | None = None,
+    ) -> list[VectorHit]:  # fmt: skip
+        if not self.available:
+            raise StoreUnavailable("qdrant", "fake outage")
+        hits = []
+        for p in self.points:
+            if p.payload["tenant_id"] != tenant_id:
+                continue
+            session = (filters or {}).get("session_id")
+            if session is not None and p.payload.get("session_id") != session:
+                continue
+            score = sum(a * b for a, b in zip(vector, p.vector, strict=True))
+            hits.append(VectorHit(id=str(p.id), score=score, payload=p.payload))
+        hits.sort(key=lambda h: -h.score)
+        return hits[:k]
+
+    async def live_version(self) -> str | None:
+        return VERSION.key
+
+
+def _episode(text: str, minute: int, *, tenant: str = "t1", session: str = "s1") -> Episode:
+    return Episode(
+        id=uuid.uuid4(),
+        tenant_id=tenant,
+        agent_id="a1",
+        session_id=session,
+        partition=0,
+        role=Role.USER,
+        kind="message",
+        content=text,
+        created_at=T0 + timedelta(minutes=minute),
+        content_hash=content_hash(text),
+    )
+
+
+CORPUS = [
+    "I bought a new automobile yesterday",  # only the vector side links "car" to it
+    "The invoice code is XJ42 for the order",  # only the lexical side finds "XJ42"
+    "My puppy loves the park",
+    "Melanie painted a sunrise last year",
+    "We talked about the weather",
+]
+
+
+async def _setup(
+    *, settings: RetrievalSettings | None = None
+) -> tuple[HybridRetriever, InMemoryEpisodicStore, InMemoryWorkingStore, ListVectorIndex, list[Episode]]:
+    episodes = [_episode(text, i) for i, text in enumerate(CORPUS)]
+    episodes.append(_episode("A car from tenant two", 9, tenant="t2"))
+    store, working, index = InMemoryEpisodicStore(), InMemoryWorkingStore(), ListVectorIndex()
+    await store.insert_episodes(episodes)
+    embedder = ConceptEmbedder()
+    vectors = (await embedder.embed([e.content for e in episodes])).vectors
+    await index.upsert([episode_point(e, v, VERSION) for e, v in zip(episodes, vectors, strict=True)])
+    retriever = HybridRetriever(
+        working=working, lexical=store, vectors=index, embedder=embedder,  # type: ignore[arg-type]
+        settings=settings or RetrievalSettings(), token_counter=load_token_counter(),
+    )  # fmt: skip
+    return retriever, store, working, index, episodes
+
+
+async def test_hybrid_finds_lexical_only_and_vector_only_items() -> None:
+    retriever, *_ = await _setup()
+    found = await retriever.search(tenant_id="t1", query="car invoice XJ42", k=3)
+    contents = [s.content for s in found.snippets]
+    assert CORPUS[0] in contents and CORPUS[1] in contents
+    assert found.degraded == [] and found.top_score is not None and found.score_spread is not None
+    assert all("tenant two" not in c for c in contents)
+    vector_only = await retriever.search(tenant_id="t1", query="car invoice XJ42", k=5, mode="vector")
+    assert {s.tier for s in vector_only.snippets} == {Tier.SEMANTIC}
+    lexical_only = await retriever.search(tenant_id="t1", query="car invoice XJ42", k=5, mode="lexical")
+    assert [s.content for s in lexical_only.snippets] == [CORPUS[1]]
+
+
+async def test_same_episode_from_two_tiers_fuses_into_one_snippet() -> None:
+    retriever, *_ = await _setup()
+    found = await retriever.search(tenant_id="t1", query="puppy park", k=5)
+    top = found.snippets[0]
+    assert top.content == CORPUS[2]
+    assert top.tier == Tier.EPISODIC and {"semantic", "episodic", "fused"} <= set(top.scores)
+    assert len([s for s in found.snippets if s.content == CORPUS[2]]) == 1
+
+
+async def test_a_failing_tier_is_reported_not_raised() -> None:
+    retriever, _, _, index, _ = await _setup()
+    index.available = False
+    found = await retriever.search(tenant_id="t1", query="invoice XJ42", k=3)
+    assert found.degraded == ["semantic"]
+    assert found.snippets[0].content == CORPUS[1]
+
+
+async def test_query_model_must_match_the_collection() -> None:
+    retriever, *_ = await _setup()
+    retriever._embedder = ConceptEmbedder(ModelVersion(name="other", revision="r2", dimension=4))
+    found = await retriever.search(tenant_id="t1", query="invoice XJ42", k=3)
+    assert found.degraded == ["semantic"]
+
+
+async def test_working_tier_offers_recent_session_turns() -> None:
+    retriever, store, working, _, _ = await _setup(settings=RetrievalSettings(fusion="weighted"))
+    fresh = _episode("Just now: the dentist moved to Friday", 60)
+    await store.insert_episodes([fresh])  # durable at ack, and in the session buffer
+    await working.append_session([fresh])
+    found = await retriever.search(tenant_id="t1", query="dentist", k=3, filters={"session_id": "s1"})
+    top = found.snippets[0]
+    assert top.content == fresh.content and {"working", "episodic"} <= set(top.scores)
+    store.available = False  # the buffer still answers when Postgres is down
+    found = await retriever.search(tenant_id="t1", query="dentist", k=10, filters={"session_id": "s1"})
+    assert found.degraded == ["episodic"]
+    assert any(s.content == fresh.content and s.tier == Tier.WORKING for s in found.snippets)
+    without_session = await retriever.search(tenant_id="t1", query="dentist", k=3)
+    assert all(s.content != fresh.content for s in without_session.snippets)
+
+
+async def test_context_respects_budget_and_quotas() -> None:
+    retriever, *_ = await _setup()
+    ctx = await retriever.context(tenant_id="t1", query="car puppy sunrise invoice", token_budget=20)
+    assert 0 < ctx.tokens_used <= 20
+    assert all(s.token_count is not None for s in ctx.snippets)
+    assert ctx.context.count("\n") == len(ctx.snippets) - 1
+    quota = await retriever.context(
+        tenant_id="t1", query="car puppy sunrise invoice", token_budget=500, tier_quotas={"semantic": 0}
+    )
+    assert quota.snippets and all(s.tier != Tier.SEMANTIC for s in quota.snippets)
+
+
+async def test_unknown_tier_is_invalid_input() -> None:
+    retriever, *_ = await _setup()
+    with pytest.raises(Exception, match="tiers"):
+        await retriever.search(tenant_id="t1", query="x", tiers=["graph"])
