@@ -8,6 +8,8 @@ from dataclasses import dataclass
 
 import asyncpg
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from core.errors import StoreUnavailable
 from core.settings import Settings
@@ -31,6 +33,8 @@ def redis_client(settings: Settings) -> aioredis.Redis:
         socket_timeout=settings.redis.socket_timeout_s,
         socket_connect_timeout=settings.redis.socket_timeout_s,
         health_check_interval=30,
+        # One quick retry: a down Redis must fail fast so reads fall back to Postgres.
+        retry=Retry(NoBackoff(), 1),
     )
 
 
