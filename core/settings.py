@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -197,7 +197,7 @@ class Settings(BaseSettings):
         return self.qdrant.path or (self.data_dir / "qdrant")
 
 
-def _deep_merge(base: dict[str, object], extra: dict[str, object]) -> dict[str, object]:
+def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for k, v in extra.items():
         cur = out.get(k)
@@ -208,7 +208,7 @@ def _deep_merge(base: dict[str, object], extra: dict[str, object]) -> dict[str, 
     return out
 
 
-def load_settings(overrides: dict[str, object] | None = None) -> Settings:
+def load_settings(overrides: dict[str, Any] | None = None) -> Settings:
     """Environment/.env first, then ``overrides`` deep-merged on top (used for app args and tests)."""
     base = Settings()
     if not overrides:
