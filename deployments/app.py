@@ -19,8 +19,14 @@ class AppArgs(BaseModel):
     )
 
 
-def build_app(args: dict[str, Any] | AppArgs) -> Application:
-    """Ingress → Retriever → Embedder, plus the VectorStore owner when Qdrant runs embedded."""
+def build_app(
+    args: dict[str, Any] | AppArgs, *, deployment_options: dict[str, dict[str, Any]] | None = None
+) -> Application:
+    """Ingress → Retriever → Embedder, plus the VectorStore owner when Qdrant runs embedded.
+
+    ``deployment_options`` (Python callers only) overrides a deployment's options by name; with
+    ``serve run``/``serve deploy`` the per-deployment section of serve_config.yaml does this.
+    """
     from deployments.embedder import Embedder
     from deployments.ingress import Ingress
     from deployments.retriever import Retriever
@@ -29,7 +35,12 @@ def build_app(args: dict[str, Any] | AppArgs) -> Application:
     app_args = args if isinstance(args, AppArgs) else AppArgs.model_validate(args)
     overrides = app_args.settings
     settings = load_settings(overrides)
-    embedder = Embedder.bind(overrides)
-    vector_store = VectorStore.bind(overrides) if settings.qdrant_backend != "server" else None
-    retriever = Retriever.bind(overrides, embedder, vector_store)
-    return Ingress.bind(overrides, embedder, retriever, vector_store)
+    opts = deployment_options or {}
+
+    def dep(d: Any) -> Any:
+        return d.options(**opts[d.name]) if d.name in opts else d
+
+    embedder = dep(Embedder).bind(overrides)
+    vector_store = dep(VectorStore).bind(overrides) if settings.qdrant_backend != "server" else None
+    retriever = dep(Retriever).bind(overrides, embedder, vector_store)
+    return dep(Ingress).bind(overrides, embedder, retriever, vector_store)

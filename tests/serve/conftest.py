@@ -6,8 +6,6 @@ modules that build their own clusters (multi-node tests) never collide with it.
 
 from __future__ import annotations
 
-import socket
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -17,13 +15,7 @@ import httpx
 import pytest
 
 from core.settings import ALL_SCOPES, ApiKeySpec
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+from deployments.local import free_port, local_app, wait_ready  # noqa: F401  (re-exported for tests)
 
 
 @dataclass
@@ -38,30 +30,10 @@ class AppServer:
         return httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout)
 
 
-def wait_ready(base_url: str, timeout_s: float = 180.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    last = ""
-    while time.monotonic() < deadline:
-        try:
-            r = httpx.get(f"{base_url}/readyz", timeout=5)
-            if r.status_code == 200:
-                return
-            last = r.text
-        except httpx.HTTPError as exc:
-            last = repr(exc)
-        time.sleep(0.5)
-    raise TimeoutError(f"app not ready after {timeout_s}s: {last}")
-
-
 @pytest.fixture(scope="module")
 def app_server(
     redis_url: str, pg_database: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[AppServer]:
-    import ray
-    from ray import serve
-
-    from deployments.app import AppArgs, build_app
-
     data_dir = tmp_path_factory.mktemp("hm-app")
     tenants = {"a": f"tenant-a-{uuid.uuid4().hex[:8]}", "b": f"tenant-b-{uuid.uuid4().hex[:8]}"}
     raw = {
@@ -84,20 +56,7 @@ def app_server(
             ]
         },
     }
-    port = free_port()
-    ray.init(
-        num_cpus=6, include_dashboard=False, namespace=f"hmtest-{uuid.uuid4().hex[:6]}", log_to_driver=False
-    )
-    try:
-        serve.start(http_options={"host": "127.0.0.1", "port": port})
-        serve.run(build_app(AppArgs(settings=settings)), name="hybridmem", route_prefix="/")
-        base_url = f"http://127.0.0.1:{port}"
-        wait_ready(base_url)
+    with local_app(settings) as base_url:
         yield AppServer(
             base_url=base_url, keys={n: v[0] for n, v in raw.items()}, settings=settings, tenants=tenants
         )
-    finally:
-        try:
-            serve.shutdown()
-        finally:
-            ray.shutdown()
