@@ -151,7 +151,9 @@ async def test_points_of_another_model_are_refused(index: VectorIndex) -> None:
     with pytest.raises(InvalidInput, match="model_version"):
         await index.upsert([point("a", "e1", unit(1), version=V2)])
     missing = point("a", "e2", unit(2))
-    missing = missing.model_copy(update={"payload": {k: v for k, v in missing.payload.items() if k != "model_version"}})
+    missing = missing.model_copy(
+        update={"payload": {k: v for k, v in missing.payload.items() if k != "model_version"}}
+    )
     with pytest.raises(InvalidInput, match="model_version"):
         await index.upsert([missing])
     with pytest.raises(InvalidInput, match="vector"):
@@ -193,10 +195,26 @@ async def test_each_filter(index: VectorIndex) -> None:
     await index.upsert(
         [
             point("a", "p1", unit(1), agent_id="ag1", session_id="s1", kind="message", created_at=T0),
-            point("a", "p2", unit(2), agent_id="ag2", session_id="s1", kind="summary",
-                  created_at=T0 + timedelta(hours=1), metadata={"topic": "price", "round": 2}),
-            point("a", "p3", unit(3), agent_id="ag1", session_id="s2", kind="fact",
-                  created_at=T0 + timedelta(hours=2), metadata={"topic": "terms", "round": 3}),
+            point(
+                "a",
+                "p2",
+                unit(2),
+                agent_id="ag2",
+                session_id="s1",
+                kind="summary",
+                created_at=T0 + timedelta(hours=1),
+                metadata={"topic": "price", "round": 2},
+            ),
+            point(
+                "a",
+                "p3",
+                unit(3),
+                agent_id="ag1",
+                session_id="s2",
+                kind="fact",
+                created_at=T0 + timedelta(hours=2),
+                metadata={"topic": "terms", "round": 3},
+            ),
         ]
     )
 
@@ -211,13 +229,15 @@ async def test_each_filter(index: VectorIndex) -> None:
     assert await found(agent_id="ag1", session_id="s2") == {"p3"}
     assert await found(created_after=T0 + timedelta(minutes=30)) == {"p2", "p3"}
     assert await found(created_before=(T0 + timedelta(hours=1)).isoformat()) == {"p1"}
-    assert await found(created_after=T0 + timedelta(hours=1), created_before=T0 + timedelta(hours=2)) == {"p2"}
+    assert await found(created_after=T0 + timedelta(hours=1), created_before=T0 + timedelta(hours=2)) == {
+        "p2"
+    }
     assert await found(created_after="2026-01-01T01:00:00") == {"p2", "p3"}  # naive ISO means UTC
     assert await found(metadata={"topic": "price"}) == {"p2"}
     assert await found(**{"metadata.round": 3}) == {"p3"}
     assert await found(metadata={"topic": ["price", "terms"]}) == {"p2", "p3"}
     assert await found(agent_id="nobody") == set()
-    with pytest.raises(InvalidInput, match="filters.colour"):
+    with pytest.raises(InvalidInput, match=r"filters\.colour"):
         await found(colour="red")
     with pytest.raises(InvalidInput, match="created_after"):
         await found(created_after="yesterday")
@@ -358,8 +378,12 @@ async def test_backends_are_congruent(tmp_path: Path) -> None:
         for i in range(300)
     ]
     queries = rng.standard_normal((15, DIM))
-    filter_sets: list[dict[str, Any]] = [{}, {"agent_id": "ag1"}, {"kind": "summary"},
-                                          {"created_after": T0 + timedelta(minutes=100)}]
+    filter_sets: list[dict[str, Any]] = [
+        {},
+        {"agent_id": "ag1"},
+        {"kind": "summary"},
+        {"created_after": T0 + timedelta(minutes=100)},
+    ]
     results: dict[str, list[list[str]]] = {}
     scores: dict[str, list[float]] = {}
     for backend in BACKENDS:
