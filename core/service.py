@@ -277,24 +277,23 @@ class HybridMemoryService:
         for i, item in enumerate(items):
             check_memory(f"{field}[{i}]" if field == "memories" else field, item, self._limits)
         now = datetime.now(UTC)
-        records = []
-        for item in items:
-            mid = deterministic_id(tenant_id, "memory", item.id or uuid.uuid4().hex)
-            existing = await self._episodic.get_memory(tenant_id=tenant_id, memory_id=mid)
-            records.append(
-                MemoryRecord(
-                    id=mid,
-                    tenant_id=tenant_id,
-                    agent_id=item.agent_id,
-                    session_id=item.session_id,
-                    kind=item.kind,
-                    content=item.content,
-                    metadata=item.metadata,
-                    source_ids=item.source_ids,
-                    created_at=existing.created_at if existing else now,
-                    updated_at=now,
-                )
+        ids = [deterministic_id(tenant_id, "memory", item.id or uuid.uuid4().hex) for item in items]
+        known = {m.id: m for m in await self._episodic.get_memories(tenant_id=tenant_id, memory_ids=ids)}
+        records = [
+            MemoryRecord(
+                id=mid,
+                tenant_id=tenant_id,
+                agent_id=item.agent_id,
+                session_id=item.session_id,
+                kind=item.kind,
+                content=item.content,
+                metadata=item.metadata,
+                source_ids=item.source_ids,
+                created_at=known[mid].created_at if mid in known else now,
+                updated_at=now,
             )
+            for mid, item in zip(ids, items, strict=True)
+        ]
         return await self._index_memories(records)
 
     async def _index_memories(self, records: list[MemoryRecord]) -> list[MemoryRecord]:

@@ -301,6 +301,11 @@ class InMemoryEpisodicStore:
         m = self.memories.get(memory_id)
         return m if m is not None and m.tenant_id == tenant_id else None
 
+    async def get_memories(self, *, tenant_id: str, memory_ids: Sequence[uuid.UUID]) -> list[MemoryRecord]:
+        self._check()
+        found = (self.memories.get(i) for i in memory_ids)
+        return [m for m in found if m is not None and m.tenant_id == tenant_id]
+
     async def list_memories(
         self,
         *,

@@ -320,6 +320,15 @@ class PostgresEpisodeStore:
         )
         return _memory(rows[0]) if rows else None
 
+    async def get_memories(self, *, tenant_id: str, memory_ids: Sequence[uuid.UUID]) -> list[MemoryRecord]:
+        """The tenant's memories among ``memory_ids`` (one round trip; missing ids are skipped)."""
+        rows = await self._fetch(
+            f"SELECT {_MEMORY_COLS} FROM memory_records WHERE tenant_id = $1 AND id = ANY($2::uuid[])",
+            tenant_id,
+            list(memory_ids),
+        )
+        return [_memory(r) for r in rows]
+
     async def list_memories(
         self,
         *,
