@@ -1,0 +1,1 @@
+"""Ray job entry points (consolidate, retention, reembed) and benchmarks."""
