@@ -40,6 +40,39 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+BENCHES = {
+    "embed": "jobs.bench_embed",
+    "ingest": "jobs.bench_ingest",
+    "retrieve": "jobs.bench_retrieve",
+    "consolidate": "jobs.bench_consolidate",
+    "locomo": "jobs.bench_locomo",
+    "scifact": "jobs.bench_scifact",
+}
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    import importlib
+    import json
+
+    module = importlib.import_module(BENCHES[args.name])
+    options = {k: v for k, v in vars(args).items() if k in _BENCH_OPTIONS and v is not None}
+    result = module.run(**options)
+    if args.out:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2) + "\n")
+    if not args.json:
+        for key, value in result.items():
+            print(f"{key:>28}: {value}")
+    else:
+        print(json.dumps(result))
+    return 0
+
+
+_BENCH_OPTIONS = {"memories", "clients", "seconds", "episodes", "batch", "url", "key", "data", "qrels", "modes",
+                  "queries", "conversations"}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hybridmem",
@@ -72,6 +105,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     mig.add_argument("--dsn", help="Postgres DSN (default: HYBRIDMEM_POSTGRES__DSN)")
     mig.set_defaults(func=_cmd_migrate)
+
+    bench = sub.add_parser(
+        "bench",
+        help="run a benchmark (embed, ingest, retrieve, consolidate, locomo, scifact)",
+        description="Run one benchmark against a fresh local app (or --url/--key of a running one). "
+        "With --json the last line printed is one JSON object.",
+    )
+    bench.add_argument("name", choices=sorted(BENCHES))
+    bench.add_argument("--json", action="store_true", help="print the result as one JSON line (last line)")
+    bench.add_argument("--out", help="also write the JSON result to this file")
+    bench.add_argument("--url", help="base URL of a running app (default: start a fresh local one)")
+    bench.add_argument("--key", help="API key for --url")
+    bench.add_argument("--memories", type=int, help="retrieve: memories loaded first")
+    bench.add_argument("--clients", type=int, help="concurrent clients")
+    bench.add_argument("--seconds", type=float, help="retrieve: measurement duration")
+    bench.add_argument("--episodes", type=int, help="ingest/consolidate: episodes")
+    bench.add_argument("--batch", type=int, help="ingest: episodes per request")
+    bench.add_argument("--data", help="locomo: conversations JSON; scifact: BEIR directory")
+    bench.add_argument("--qrels", help="scifact: qrels TSV")
+    bench.add_argument("--modes", help="locomo/scifact: comma-separated modes (hybrid,vector,lexical)")
+    bench.set_defaults(func=_cmd_bench)
     return parser
 
 
