@@ -69,8 +69,20 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-_BENCH_OPTIONS = {"memories", "clients", "seconds", "episodes", "batch", "url", "key", "data", "qrels", "modes",
-                  "queries", "conversations"}
+_BENCH_OPTIONS = {
+    "memories",
+    "clients",
+    "seconds",
+    "episodes",
+    "batch",
+    "url",
+    "key",
+    "data",
+    "qrels",
+    "modes",
+    "queries",
+    "conversations",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
