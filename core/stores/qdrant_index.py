@@ -184,10 +184,11 @@ class QdrantVectorIndex:
                     replication_factor=s.replication_factor,
                     metadata=meta,
                 )
-        except Conflict as exc:  # another process created it first
+        except (Conflict, InvalidInput):  # the server says 409 or 400 when another process created it first
             if not await self._exists(name):
                 raise
-            logger.info("collection %s created concurrently", name, exc_info=exc)
+            logger.info("collection %s was created concurrently", name)
+            return
         logger.info("created collection %s for %s", name, version.key)
 
     async def _create_payload_indexes(self, name: str) -> None:

@@ -38,7 +38,10 @@ async def open_vector_index(settings: Settings) -> AsyncIterator[VectorIndex]:
             if backend == "server":
                 if not q.url:
                     raise StoreUnavailable(STORE, "qdrant.backend=server needs qdrant.url")
-                client = AsyncQdrantClient(url=q.url, api_key=q.api_key, timeout=int(max(1, q.timeout_s)))
+                # No version probe: it would open a connection from a background thread at construction.
+                client = AsyncQdrantClient(
+                    url=q.url, api_key=q.api_key, timeout=int(max(1, q.timeout_s)), check_compatibility=False
+                )
             else:
                 path = settings.qdrant_path / "local"
                 try:

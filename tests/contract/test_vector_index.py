@@ -403,3 +403,24 @@ async def test_backends_are_congruent(tmp_path: Path) -> None:
     for backend in BACKENDS[1:]:
         assert results[backend] == reference, backend
         assert scores[backend] == pytest.approx(scores[BACKENDS[0]], abs=1e-4)
+
+
+async def test_unreachable_server_is_unavailable(tmp_path: Path) -> None:
+    """Server mode translates connection failures (nothing listens on port 1)."""
+    qs = qdrant_settings(url="http://127.0.0.1:1", timeout_s=2.0)
+    settings = Settings(data_dir=tmp_path, qdrant=qs)
+    assert settings.qdrant_backend == "server"
+    async with open_vector_index(settings) as idx:
+        with pytest.raises(StoreUnavailable):
+            await idx.ping()
+        with pytest.raises(StoreUnavailable):
+            await idx.ensure_collection(V1)
+        with pytest.raises(StoreUnavailable):
+            await idx.search(unit(1), tenant_id="a", k=3)
+
+
+async def test_server_backend_needs_a_url(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path, qdrant=qdrant_settings(backend="server"))
+    with pytest.raises(StoreUnavailable, match="url"):
+        async with open_vector_index(settings):
+            pass
