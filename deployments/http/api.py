@@ -15,7 +15,7 @@ from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoin
 
 from core import __version__
 from deployments.http import routes_episodes, routes_state
-from deployments.http.deps import ApiContext, Ctx
+from deployments.http.deps import ApiContext, Ctx, Reader
 from deployments.http.errors import error_body, install_error_handlers
 
 log = logging.getLogger(__name__)
@@ -84,6 +84,10 @@ def create_api(
             status_code=status,
             headers=headers,
         )
+
+    @app.get("/v1/whoami", tags=["ops"], summary="The tenant and scopes of the calling API key")
+    async def whoami(who: Reader) -> dict[str, object]:
+        return {"tenant_id": who.tenant_id, "scopes": sorted(who.scopes), "key_name": who.key_name}
 
     app.include_router(routes_episodes.router)
     app.include_router(routes_state.router)
