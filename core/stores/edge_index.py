@@ -139,14 +139,25 @@ class EdgeVectorIndex:
             lock.close()
             raise StoreUnavailable(STORE, f"edge store {self._root} is owned by another process") from exc
         self._lock_file = lock
+        try:
+            self._load_collections()
+        except BaseException:
+            self._close_sync()
+            raise
+
+    def _load_collections(self) -> None:
         meta_path = self._root / META_FILE
         if meta_path.exists():
-            self._meta = json.loads(meta_path.read_text(encoding="utf-8"))
+            try:
+                self._meta = json.loads(meta_path.read_text(encoding="utf-8"))
+            except (OSError, ValueError) as exc:
+                raise StoreUnavailable(STORE, f"unreadable {meta_path}") from exc
         for name in list(self._meta["collections"]):
             path = self._root / name
             if not path.exists():
                 logger.warning("edge collection %s is recorded but missing on disk; forgetting it", name)
                 del self._meta["collections"][name]
+                self._meta["aliases"] = {a: c for a, c in self._meta["aliases"].items() if c != name}
                 continue
             self._shards[name] = self._guard(edge.EdgeShard.load, str(path))
 

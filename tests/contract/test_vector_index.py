@@ -7,6 +7,7 @@ Backends: qdrant-client local mode in memory and on a path (QdrantVectorIndex), 
 from __future__ import annotations
 
 import asyncio
+import shutil
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
@@ -286,6 +287,10 @@ async def test_search_validates_input(index: VectorIndex) -> None:
         await index.search(unit(1, dim=DIM + 2), tenant_id="a", k=3)
     hits = await index.search(unit(1), tenant_id="a", k=3)
     assert [h.payload["record_id"] for h in hits] == ["e1"]
+    with pytest.raises(NotFound):
+        await index.search(unit(1), tenant_id="a", k=3, collection="no_such_collection")
+    with pytest.raises(NotFound):
+        await index.upsert([point("a", "e9", unit(9))], collection="no_such_collection")
 
 
 async def test_many_concurrent_calls(index: VectorIndex) -> None:
@@ -424,3 +429,19 @@ async def test_server_backend_needs_a_url(tmp_path: Path) -> None:
     with pytest.raises(StoreUnavailable, match="url"):
         async with open_vector_index(settings):
             pass
+
+
+async def test_edge_forgets_a_collection_missing_on_disk(tmp_path: Path) -> None:
+    qs = qdrant_settings()
+    idx = await EdgeVectorIndex.open(tmp_path, settings=qs)
+    name = await idx.ensure_collection(V1)
+    await idx.close()
+    shutil.rmtree(tmp_path / name)
+    idx = await EdgeVectorIndex.open(tmp_path, settings=qs)
+    try:
+        assert await idx.live_version() is None
+        assert await idx.count() == 0
+        assert await idx.ensure_collection(V1) == name
+        assert await idx.live_version() == V1.key
+    finally:
+        await idx.close()
