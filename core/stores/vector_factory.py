@@ -22,7 +22,7 @@ async def open_vector_index(settings: Settings) -> AsyncIterator[VectorIndex]:
     """Yield the VectorIndex for ``settings.qdrant_backend``; on exit close the client or shards it opened.
 
     server: an ``AsyncQdrantClient`` on ``qdrant.url``. local: qdrant-client local mode under
-    ``qdrant_path`` (brute force, for development). edge: embedded Qdrant Edge shards under
+    ``qdrant_path / "local"`` (brute force, for development). edge: embedded Qdrant Edge shards under
     ``qdrant_path / "edge"``. Both embedded stores belong to one process: host them in a single Ray
     deployment and reach them from the others through it.
     """
