@@ -22,7 +22,7 @@ class AppArgs(BaseModel):
 def build_app(
     args: dict[str, Any] | AppArgs, *, deployment_options: dict[str, dict[str, Any]] | None = None
 ) -> Application:
-    """Ingress → Retriever → Embedder, plus the VectorStore owner when Qdrant runs embedded.
+    """Ingress → Retriever → Embedder, the consolidation scheduler, and the VectorStore owner (embedded Qdrant).
 
     ``deployment_options`` (Python callers only) overrides a deployment's options by name; with
     ``serve run``/``serve deploy`` the per-deployment section of serve_config.yaml does this.
@@ -30,6 +30,7 @@ def build_app(
     from deployments.embedder import Embedder
     from deployments.ingress import Ingress
     from deployments.retriever import Retriever
+    from deployments.scheduler import ConsolidationScheduler
     from deployments.vector_store import VectorStore
 
     app_args = args if isinstance(args, AppArgs) else AppArgs.model_validate(args)
@@ -43,4 +44,5 @@ def build_app(
     embedder = dep(Embedder).bind(overrides)
     vector_store = dep(VectorStore).bind(overrides) if settings.qdrant_backend != "server" else None
     retriever = dep(Retriever).bind(overrides, embedder, vector_store)
-    return dep(Ingress).bind(overrides, embedder, retriever, vector_store)
+    scheduler = dep(ConsolidationScheduler).bind(overrides, embedder, vector_store)
+    return dep(Ingress).bind(overrides, embedder, retriever, vector_store, scheduler)

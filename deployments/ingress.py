@@ -34,6 +34,7 @@ class Ingress:
         self._scheduler = scheduler
 
     def __serve_build_asgi_app__(self) -> FastAPI:
+        from deployments.http.routes_admin import router as admin_router
         from deployments.http.routes_search import router as search_router
 
         settings = self._settings
@@ -50,6 +51,6 @@ class Ingress:
         app = create_api(
             context_factory,
             max_body_bytes=settings.limits.max_request_bytes,
-            extra_routers=(search_router,),
+            extra_routers=(search_router, admin_router),
         )
         return app
