@@ -132,6 +132,20 @@ def _cap_ids(ids: Any) -> tuple[list[str], int] | None:
     return as_list[:MAX_RECORD_IDS], len(as_list)
 
 
+_TENANT_TAG = re.compile(r"[0-9a-f]{12}")
+
+
+def _tenant_tag(record: logging.LogRecord) -> str | None:
+    """``extra=`` ``tenant_id`` (raw) or ``tenant`` (raw, or already a hash_tenant tag), else tenant_var."""
+    raw = getattr(record, "tenant_id", None)
+    if raw is None:
+        given = getattr(record, "tenant", None)
+        if given is not None and _TENANT_TAG.fullmatch(str(given)):
+            return str(given)
+        raw = given if given is not None else tenant_var.get()
+    return hash_tenant(str(raw)) if raw else None
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: ts, level, logger, msg, request_id, tenant (hashed), extras, exc."""
 
@@ -145,9 +159,9 @@ class JsonFormatter(logging.Formatter):
         rid = getattr(record, "request_id", None) or current_request_id()
         if rid:
             out["request_id"] = rid
-        tenant = getattr(record, "tenant_id", None) or getattr(record, "tenant", None) or tenant_var.get()
+        tenant = _tenant_tag(record)
         if tenant:
-            out["tenant"] = hash_tenant(str(tenant))
+            out["tenant"] = tenant
         for key, value in vars(record).items():
             if key in _STANDARD_ATTRS or key in {"request_id", "tenant", "tenant_id"}:
                 continue

@@ -62,6 +62,14 @@ def test_json_line_has_the_standard_fields(stream: io.StringIO) -> None:
     assert (line["store"], line["operation"], line["latency_ms"]) == ("postgres", "insert", 1.5)
 
 
+def test_tenant_is_hashed_once(stream: io.StringIO) -> None:
+    log.info("raw id", extra={"tenant_id": "acme"})
+    log.info("raw tenant", extra={"tenant": "acme"})
+    log.info("already hashed", extra={"tenant": hash_tenant("acme")})
+    assert [line["tenant"] for line in _lines(stream)] == [hash_tenant("acme")] * 3
+    assert "acme" not in stream.getvalue()
+
+
 def test_request_scope_resets_and_generates_ids(stream: io.StringIO) -> None:
     assert request_id_var.get() is None
     with request_scope(None) as rid:
