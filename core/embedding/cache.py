@@ -13,6 +13,7 @@ import logging
 import struct
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import redis.asyncio as aioredis
@@ -168,6 +169,15 @@ class CachedEmbedder:
             cache_hits=hit_count,
             token_counts=[r[2] for r in rows],
         )
+
+    async def info(self) -> dict[str, Any]:
+        """The inner embedder's info (when it has one) plus this cache's counters."""
+        inner_info = getattr(self._inner, "info", None)
+        base: dict[str, Any] = dict(await inner_info()) if inner_info is not None else {}
+        if not base:
+            version = await self.model_version()
+            base = {**version.model_dump(), "key": version.key}
+        return {**base, "cache": self.stats()}
 
     def stats(self) -> dict[str, int]:
         return {

@@ -125,6 +125,11 @@ class OllamaEmbedder:
     async def model_version(self) -> ModelVersion:
         return self._version or await self._ensure_version(None)
 
+    async def info(self) -> dict[str, Any]:
+        """What ``GET /v1/embeddings/model`` reports; Ollama does not expose its window."""
+        version = await self.model_version()
+        return {**version.model_dump(), "key": version.key, "max_seq_length": None, "device": self._base}
+
     async def aclose(self) -> None:
         if self._owns_client:
             await self._client.aclose()

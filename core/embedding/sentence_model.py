@@ -156,6 +156,15 @@ class SentenceTransformerEmbedder:
     async def model_version(self) -> ModelVersion:
         return self.version
 
+    async def info(self) -> dict[str, Any]:
+        """What ``GET /v1/embeddings/model`` reports (like TEI's ``/info``)."""
+        return {
+            **self.version.model_dump(),
+            "key": self.version.key,
+            "max_seq_length": self.max_seq_length,
+            "device": self.device,
+        }
+
     def stats(self) -> dict[str, int]:
         """Counters for metrics and tests."""
         return {

@@ -1,0 +1,229 @@
+"""Embedder deployment: one model per replica, @serve.batch across callers, Redis cache in front.
+
+Callers hold a :class:`HandleEmbedder` (a :class:`~core.embedding.types.TextEmbedder` over the handle).
+``user_config`` (``max_batch_size``, ``batch_wait_timeout_s``) retunes batching at run time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any, cast
+
+import redis.asyncio as aioredis
+from ray import serve
+from ray.serve import Application
+from ray.serve.handle import DeploymentHandle
+from starlette.requests import Request
+
+from core.embedding.cache import CachedEmbedder, RedisEmbeddingCache
+from core.embedding.loader import load_embedder
+from core.embedding.types import EmbedResult, TextEmbedder
+from core.errors import EmbeddingError, InvalidInput
+from core.models import ModelVersion
+from core.settings import Settings, load_settings
+from deployments.remote import call
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_BATCH_SIZE = 64
+DEFAULT_BATCH_WAIT_TIMEOUT_S = 0.005
+
+
+def _count_texts(requests: list[list[str]]) -> int:
+    """@serve.batch sizes a batch in texts, not requests: max_batch_size bounds one model call."""
+    return sum(len(texts) for texts in requests)
+
+
+def _merge(parts: Sequence[EmbedResult], version: ModelVersion) -> EmbedResult:
+    return EmbedResult(
+        vectors=[v for p in parts for v in p.vectors],
+        truncated=[t for p in parts for t in p.truncated],
+        version=version,
+        cache_hits=sum(p.cache_hits for p in parts),
+        token_counts=[c for p in parts for c in p.token_counts],
+    )
+
+
+class _BatchedModel:
+    """TextEmbedder view of the replica's batch queue: splits large requests into batch-sized chunks."""
+
+    def __init__(self, owner: Embedder) -> None:
+        self._owner = owner
+
+    async def embed(self, texts: Sequence[str]) -> EmbedResult:
+        size = self._owner.max_batch_size
+        chunks = [list(texts[i : i + size]) for i in range(0, len(texts), size)]
+        parts = await asyncio.gather(*(self._owner._embed_batch(chunk) for chunk in chunks))
+        return _merge(parts, await self._owner._model.model_version())
+
+    async def model_version(self) -> ModelVersion:
+        return await self._owner._model.model_version()
+
+
+@serve.deployment(
+    max_ongoing_requests=256,
+    ray_actor_options={"num_cpus": 1, "num_gpus": 0},
+    health_check_period_s=10,
+    health_check_timeout_s=60,
+)
+class Embedder:
+    """Serve replica owning one embedding model (local sentence-transformers, else the Ollama fallback)."""
+
+    async def __init__(self, settings: dict[str, Any] | Settings | None = None) -> None:  # type: ignore[misc]
+        self._settings = settings if isinstance(settings, Settings) else load_settings(settings)
+        emb = self._settings.embedding
+        self._model: TextEmbedder = await load_embedder(emb)
+        self._batcher: Any = cast(Any, self._embed_batch)  # the @serve.batch wrapper owns the setters
+        self.max_batch_size = emb.max_batch_size
+        self.batch_wait_timeout_s = emb.batch_wait_timeout_s
+        self._batcher.set_max_batch_size(emb.max_batch_size)
+        self._batcher.set_batch_wait_timeout_s(emb.batch_wait_timeout_s)
+        self._recent_batches: collections.deque[tuple[int, int]] = collections.deque(maxlen=512)
+        self._redis: aioredis.Redis | None = None
+        self._front: TextEmbedder = _BatchedModel(self)
+        if emb.cache_enabled and self._settings.redis.url:
+            self._redis = aioredis.Redis.from_url(
+                self._settings.redis.url,
+                socket_timeout=self._settings.redis.socket_timeout_s,
+                socket_connect_timeout=self._settings.redis.socket_timeout_s,
+            )
+            cache = RedisEmbeddingCache(
+                self._redis, prefix=self._settings.redis.key_prefix, ttl_s=emb.cache_ttl_s
+            )
+            self._front = CachedEmbedder(self._front, cache)
+        version = await self._model.model_version()
+        log.info("Embedder replica ready", extra={"model": version.key, "cache": self._redis is not None})
+
+    def reconfigure(self, user_config: dict[str, Any]) -> None:
+        """Retune batching at run time (``user_config`` in serve_config.yaml or ``.options()``)."""
+        if "max_batch_size" in user_config:
+            size = int(user_config["max_batch_size"])
+            if size < 1:
+                raise ValueError("max_batch_size must be >= 1")
+            self.max_batch_size = size
+            self._batcher.set_max_batch_size(size)
+        if "batch_wait_timeout_s" in user_config:
+            wait = float(user_config["batch_wait_timeout_s"])
+            if wait < 0:
+                raise ValueError("batch_wait_timeout_s must be >= 0")
+            self.batch_wait_timeout_s = wait
+            self._batcher.set_batch_wait_timeout_s(wait)
+
+    @serve.batch(
+        max_batch_size=DEFAULT_MAX_BATCH_SIZE,
+        batch_wait_timeout_s=DEFAULT_BATCH_WAIT_TIMEOUT_S,
+        batch_size_fn=_count_texts,
+    )
+    async def _embed_batch(self, requests: list[list[str]]) -> list[EmbedResult]:
+        """One model call for every text queued by concurrent callers; results split back per caller."""
+        flat = [t for texts in requests for t in texts]
+        self._recent_batches.append((len(requests), len(flat)))
+        result = await self._model.embed(flat)
+        out: list[EmbedResult] = []
+        start = 0
+        counts = result.token_counts or [0] * len(flat)
+        for texts in requests:
+            end = start + len(texts)
+            out.append(
+                EmbedResult(
+                    vectors=result.vectors[start:end],
+                    truncated=result.truncated[start:end],
+                    version=result.version,
+                    token_counts=counts[start:end],
+                )
+            )
+            start = end
+        return out
+
+    async def embed(self, texts: list[str]) -> EmbedResult:
+        """Embed ``texts`` (any number: split into batch-sized chunks, cache hits answered from Redis)."""
+        if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+            raise InvalidInput("texts", "must be a list of strings")
+        return await self._front.embed(texts)
+
+    async def model_version(self) -> ModelVersion:
+        return await self._model.model_version()
+
+    async def info(self) -> dict[str, Any]:
+        """Model identity and window (like TEI's /info) plus the live batching settings."""
+        model_info = getattr(self._model, "info", None)
+        if model_info is not None:
+            base: dict[str, Any] = dict(await model_info())
+        else:
+            version = await self._model.model_version()
+            base = {**version.model_dump(), "key": version.key, "max_seq_length": None}
+        cache_stats = self._front.stats() if isinstance(self._front, CachedEmbedder) else None
+        return {
+            **base,
+            "max_batch_size": self.max_batch_size,
+            "batch_wait_timeout_s": self.batch_wait_timeout_s,
+            "cache": cache_stats,
+        }
+
+    async def batch_stats(self) -> dict[str, Any]:
+        """Recently observed batches: (requests, texts) per model call; for tests and tuning."""
+        batches = list(self._recent_batches)
+        return {
+            "batches": batches,
+            "max_batch_size": self.max_batch_size,
+            "batch_wait_timeout_s": self.batch_wait_timeout_s,
+        }
+
+    async def __call__(self, request: Request) -> dict[str, Any]:
+        """Bare HTTP entry (``POST {"texts": [...]}``) for benchmarks; the product API is the Ingress."""
+        body = await request.json()
+        texts = body.get("texts") if isinstance(body, dict) else None
+        if not isinstance(texts, list) or not texts:
+            raise InvalidInput("texts", "must be a non-empty list of strings")
+        result = await self.embed(texts)
+        return {
+            "vectors": result.vectors,
+            "truncated": result.truncated,
+            "model_version": result.version.key,
+            "cache_hits": result.cache_hits,
+        }
+
+    async def check_health(self) -> None:
+        """Ready only when the model really embeds (bypasses the cache and the batch queue)."""
+        started = time.perf_counter()
+        result = await asyncio.wait_for(self._model.embed(["health check"]), timeout=30)
+        if len(result.vectors) != 1 or len(result.vectors[0]) != result.version.dimension:
+            raise EmbeddingError("health check embedding has the wrong shape")
+        log.debug("embedder health check ok in %.3fs", time.perf_counter() - started)
+
+
+class HandleEmbedder:
+    """A :class:`TextEmbedder` over the Embedder deployment's handle (for Retriever, Ingress, jobs)."""
+
+    def __init__(self, handle: DeploymentHandle[Any], *, timeout_s: float = 60.0) -> None:
+        self._handle = handle
+        self._timeout_s = timeout_s
+        self._version: ModelVersion | None = None
+
+    async def embed(self, texts: Sequence[str]) -> EmbedResult:
+        async with asyncio.timeout(self._timeout_s):
+            result: EmbedResult = await call("embedder", self._handle.embed.remote(list(texts)))
+        self._version = result.version
+        return result
+
+    async def model_version(self) -> ModelVersion:
+        if self._version is None:
+            async with asyncio.timeout(self._timeout_s):
+                version: ModelVersion = await call("embedder", self._handle.model_version.remote())
+            self._version = version
+        return self._version
+
+    async def info(self) -> dict[str, Any]:
+        async with asyncio.timeout(self._timeout_s):
+            info: dict[str, Any] = await call("embedder", self._handle.info.remote())
+        return info
+
+
+def build_embedder_app(args: dict[str, Any]) -> Application:
+    """The Embedder alone as an app (``import_path: deployments.embedder:build_embedder_app``)."""
+    app: Application = cast(Any, Embedder).bind(args.get("settings"))
+    return app
