@@ -113,7 +113,9 @@ def cluster(
             )
             client.deploy_apps(schema)
             _wait_running(timeout_s=150)
-            yield {"head": sim.head_node.node_id, "gpu": gpu.node_id, "cpu": cpu.node_id}
+            head = sim.head_node
+            assert head is not None
+            yield {"head": head.node_id, "gpu": gpu.node_id, "cpu": cpu.node_id}
         finally:
             try:
                 serve.shutdown()
