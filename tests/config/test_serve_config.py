@@ -156,3 +156,28 @@ def test_configured_deployments_exist_in_the_built_app(
     configured = {d.name for d in app.deployments}
     assert configured <= built, f"configured but not in the app: {configured - built}"
     assert built <= configured, f"in the app but not configured: {built - configured}"
+
+
+def _excludes(selector: str, value: str) -> bool:
+    """Whether a Ray label-selector value (``!v`` or ``!in(a, b)``) refuses nodes labelled ``value``."""
+    if selector.startswith("!in(") and selector.endswith(")"):
+        return value in {v.strip() for v in selector[4:-1].split(",")}
+    return selector == f"!{value}"
+
+
+def test_cpu_deployments_keep_off_gpu_nodes(raw: dict[str, Any]) -> None:
+    """Serve spreads replicas over nodes; without a selector CPU replicas take GPU nodes' CPUs.
+
+    The GPU label is the one cluster.yaml's gpu_worker nodes advertise; nodes without it (a laptop,
+    compose, CPU workers) still match, so the selector costs nothing off a cluster.
+    """
+    cluster = yaml.safe_load((REPO / "cluster.yaml").read_text())
+    gpu_labels: dict[str, str] = cluster["available_node_types"]["gpu_worker"]["labels"]
+    assert gpu_labels
+    for name, dep in _deployments(raw).items():
+        selector: dict[str, str] = dep.get("ray_actor_options", {}).get("label_selector") or {}
+        refuses_gpu_nodes = any(_excludes(selector.get(k, ""), v) for k, v in gpu_labels.items())
+        if name == "Embedder":
+            assert not refuses_gpu_nodes
+        else:
+            assert refuses_gpu_nodes, f"{name} may be placed on a GPU node (label_selector: {selector})"
