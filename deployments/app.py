@@ -7,8 +7,6 @@ from typing import Any
 from pydantic import BaseModel, Field
 from ray.serve import Application
 
-from core.settings import load_settings
-
 
 class AppArgs(BaseModel):
     """Typed ``args`` of the app in serve_config.yaml."""
@@ -19,14 +17,18 @@ class AppArgs(BaseModel):
     )
 
 
-def build_app(
+def build_app(args: dict[str, Any] | AppArgs) -> Application:
+    """Ingress → Retriever → Embedder, the consolidation scheduler and the VectorStore (embedded Qdrant).
+
+    Serve calls this with serve_config.yaml's ``args``; per-deployment options come from that file.
+    """
+    return compose_app(args)
+
+
+def compose_app(
     args: dict[str, Any] | AppArgs, *, deployment_options: dict[str, dict[str, Any]] | None = None
 ) -> Application:
-    """Ingress → Retriever → Embedder, the consolidation scheduler, and the VectorStore owner (embedded Qdrant).
-
-    ``deployment_options`` (Python callers only) overrides a deployment's options by name; with
-    ``serve run``/``serve deploy`` the per-deployment section of serve_config.yaml does this.
-    """
+    """:func:`build_app` for Python callers, with per-deployment ``.options(...)`` overrides by name."""
     from deployments.embedder import Embedder
     from deployments.ingress import Ingress
     from deployments.retriever import Retriever
@@ -35,14 +37,15 @@ def build_app(
 
     app_args = args if isinstance(args, AppArgs) else AppArgs.model_validate(args)
     overrides = app_args.settings
-    settings = load_settings(overrides)
     opts = deployment_options or {}
 
     def dep(d: Any) -> Any:
         return d.options(**opts[d.name]) if d.name in opts else d
 
     embedder = dep(Embedder).bind(overrides)
-    vector_store = dep(VectorStore).bind(overrides) if settings.qdrant_backend != "server" else None
+    # Always part of the graph so one serve_config.yaml fits both modes; with a Qdrant server every
+    # process talks to the server directly and this replica only answers health checks.
+    vector_store = dep(VectorStore).bind(overrides)
     retriever = dep(Retriever).bind(overrides, embedder, vector_store)
     scheduler = dep(ConsolidationScheduler).bind(overrides, embedder, vector_store)
     return dep(Ingress).bind(overrides, embedder, retriever, vector_store, scheduler)

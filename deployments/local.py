@@ -50,7 +50,7 @@ def local_app(
     import ray
     from ray import serve
 
-    from deployments.app import AppArgs, build_app
+    from deployments.app import AppArgs, compose_app
 
     port = port or free_port()
     ray.init(
@@ -62,7 +62,7 @@ def local_app(
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         serve.run(
-            build_app(AppArgs(settings=settings), deployment_options=deployment_options),
+            compose_app(AppArgs(settings=settings), deployment_options=deployment_options),
             name="hybridmem",
             route_prefix="/",
         )
