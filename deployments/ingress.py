@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
+from core.embedding.types import TextEmbedder
+from core.errors import StoreUnavailable
 from core.settings import load_settings
 from deployments.context import api_context
 from deployments.http.api import create_api
@@ -34,6 +36,8 @@ class Ingress:
         self._scheduler = scheduler
 
     def __serve_build_asgi_app__(self) -> FastAPI:
+        from deployments.http.deps import get_ctx, require
+        from deployments.http.embeddings import build_embeddings_router
         from deployments.http.routes_admin import router as admin_router
         from deployments.http.routes_search import router as search_router
 
@@ -48,9 +52,21 @@ class Ingress:
                 admin=self._scheduler,
             )
 
+        def get_embedder(request: Request) -> TextEmbedder:
+            embedder = get_ctx(request).embedder
+            if embedder is None:
+                raise StoreUnavailable("embedder", "the Embedder deployment is not bound")
+            return embedder
+
+        embeddings_router = build_embeddings_router(
+            get_embedder,
+            require("memory:read"),
+            max_texts=settings.limits.max_batch_items,
+            max_text_chars=settings.limits.max_content_chars,
+        )
         app = create_api(
             context_factory,
             max_body_bytes=settings.limits.max_request_bytes,
-            extra_routers=(search_router, admin_router),
+            extra_routers=(search_router, admin_router, embeddings_router),
         )
         return app

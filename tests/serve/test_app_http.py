@@ -72,3 +72,18 @@ def test_openapi_docs_served(app_server: AppServer) -> None:
         assert c.get("/docs").status_code == 200
         paths = c.get("/openapi.json").json()["paths"]
     assert {"/v1/episodes", "/v1/search", "/v1/context", "/readyz"} <= set(paths)
+
+
+def test_openai_compatible_embeddings(app_server: AppServer) -> None:
+    with app_server.client("a_ro") as ro:
+        r = ro.post("/v1/embeddings", json={"input": ["hello", "world"], "model": "all-MiniLM-L6-v2"})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["object"] == "list"
+        assert [d["index"] for d in body["data"]] == [0, 1]
+        assert len(body["data"][0]["embedding"]) == 384
+        info = ro.get("/v1/embeddings/model").json()
+        assert info["dimension"] == 384
+        assert ro.post("/v1/embeddings", json={"input": []}).status_code == 422
+    with app_server.client() as anon:
+        assert anon.post("/v1/embeddings", json={"input": "x"}).status_code == 401
