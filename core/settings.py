@@ -75,11 +75,13 @@ class EmbeddingSettings(BaseModel):
 
 
 class RetrievalSettings(BaseModel):
+    # Defaults measured on ../shared/bench (LoCoMo recall@10, SciFact nDCG@10): calibrated score fusion
+    # (per-tier min-max, equal weights) beat RRF on both; see core/retrieval/quality.py.
     default_k: int = Field(10, ge=1)
-    fusion: Literal["rrf", "weighted"] = "rrf"
+    fusion: Literal["rrf", "weighted"] = "weighted"
     rrf_k: int = Field(60, ge=1)
     recency_half_life_s: float | None = Field(None, gt=0, description="Recency decay half-life (off: None)")
-    mmr_lambda: float = Field(0.7, ge=0, le=1)
+    mmr_lambda: float = Field(0.7, ge=0, le=1, description="1.0 turns MMR off")
     dedupe_threshold: float = Field(0.95, ge=0, le=1)
     tokenizer: str | None = Field(None, description="Tokenizer for budgets (default: the embedding model's)")
     default_token_budget: int = Field(2048, ge=1)
@@ -87,11 +89,17 @@ class RetrievalSettings(BaseModel):
         default_factory=lambda: {"semantic": 1.0, "episodic": 1.0, "working": 0.5},
         description="Per-tier weight in fusion (tiers: semantic, episodic, working)",
     )
-    score_normalisation: Literal["minmax", "zscore"] = Field("zscore", description="Weighted fusion only")
-    candidate_k: int = Field(50, ge=1, description="Candidates fetched from each tier before fusion")
+    score_normalisation: Literal["minmax", "zscore"] = Field("minmax", description="Weighted fusion only")
+    candidate_k: int = Field(100, ge=1, description="Candidates fetched from each tier before fusion")
     recency_weight: float = Field(0.3, ge=0, le=1, description="Share of the score subject to recency decay")
-    neighbour_window: int = Field(1, ge=0, le=5, description="Turns each side embedded with an episode")
-    working_recent_n: int = Field(3, ge=0, description="Newest session turns always offered by the working tier")
+    lexical_backend: Literal["bm25", "ts_rank"] = Field("bm25", description="Postgres lexical scoring")
+    bm25_k1: float = Field(0.9, gt=0)
+    bm25_b: float = Field(0.4, ge=0, le=1)
+    lexical_neighbour_window: int = Field(2, ge=0, le=5, description="Turns each side scored with a turn")
+    lexical_neighbour_weight: float = Field(0.5, ge=0, le=1, description="Weight of neighbour-turn terms")
+    chunk_sentences: int = Field(3, ge=1, description="Sentences per extra embedded chunk of long content")
+    chunk_stride: int = Field(2, ge=1)
+    working_recent_n: int = Field(3, ge=0, description="Newest session turns the working tier always offers")
     tier_timeout_s: float = Field(2.0, gt=0, description="A tier slower than this is reported degraded")
 
 

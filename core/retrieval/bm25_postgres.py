@@ -1,0 +1,187 @@
+"""BM25 lexical search inside Postgres, over the episodes' ``tsvector`` columns (english config).
+
+Why not ``ts_rank_cd``: it has no inverse document frequency, so an OR query over a natural-language
+question ranks by whichever common word repeats most (LoCoMo recall@10 57.7 vs 63.5 with BM25; SciFact
+nDCG@10 0.380 vs 0.697). This computes Okapi BM25 exactly in one statement: the candidates are the rows
+that contain any query lexeme (GIN index), so document frequencies counted over them are exact.
+
+Neighbour context: when the ``ctx_tsv`` column is present and filled by consolidation
+(:meth:`PostgresBm25Search.rebuild_session_context`), a turn is scored together with its neighbouring
+turns in the session, their terms at weight ``B`` counted ``neighbour_weight`` times. Rows without a
+context fall back to ``tsv``. Schema it needs (a migration the episodic store owns)::
+
+    ALTER TABLE episodes ADD COLUMN ctx_tsv tsvector;
+    CREATE INDEX ix_episodes_ctx_tsv ON episodes USING gin (ctx_tsv);
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import asyncpg
+
+from core.errors import InvalidInput, StoreUnavailable
+from core.models import Episode
+
+_COLS = (
+    "e.id, e.tenant_id, e.agent_id, e.session_id, e.partition, e.role, e.kind, e.content, e.metadata, "
+    "e.created_at, e.content_hash, e.consolidated_at"
+)
+_N_DOCS_TTL_S = 60.0
+
+# $1 tenant, $2 query text, $3 k, $4 neighbour weight, $5 k1, $6 b, $7 number of documents; filters after.
+_SEARCH = """
+WITH qlex AS (
+    SELECT coalesce(array_agg(DISTINCT lexeme), '{{}}'::text[]) AS lx
+    FROM unnest(to_tsvector('english'::regconfig, $2))
+),
+tq AS (
+    SELECT lx, array_to_string(ARRAY(SELECT quote_literal(l) FROM unnest(lx) AS l), ' | ')::tsquery AS q
+    FROM qlex
+),
+cand AS (
+    SELECT e.id, {doc} AS doc FROM episodes e, tq WHERE e.tenant_id = $1 AND {match}{where}
+),
+tf AS (
+    SELECT c.id, u.lexeme, length(c.doc)::float8 AS dl,
+           coalesce(
+               (SELECT sum(CASE WHEN w = 'B' THEN $4::float8 ELSE 1.0 END) FROM unnest(u.weights) AS w), 1.0
+           ) AS tf
+    FROM cand c, unnest(c.doc) AS u, tq
+    WHERE u.lexeme = ANY (tq.lx)
+),
+df AS (SELECT lexeme, count(*)::float8 AS n FROM tf GROUP BY lexeme),
+avgdl AS (SELECT greatest(avg(dl), 1.0) AS v FROM (SELECT DISTINCT id, dl FROM tf) AS d),
+scored AS (
+    SELECT tf.id,
+           sum(ln(1.0 + (greatest($7::float8, df.n) - df.n + 0.5) / (df.n + 0.5))
+               * tf.tf * ($5::float8 + 1.0)
+               / (tf.tf + $5::float8 * (1.0 - $6::float8 + $6::float8 * tf.dl / avgdl.v))) AS score
+    FROM tf JOIN df USING (lexeme) CROSS JOIN avgdl
+    GROUP BY tf.id
+    ORDER BY score DESC, tf.id
+    LIMIT $3
+)
+SELECT {cols}, s.score FROM scored s JOIN episodes e ON e.id = s.id ORDER BY s.score DESC, e.id
+"""
+
+
+def _filters(filters: dict[str, Any] | None, args: list[Any]) -> str:
+    """SQL predicates for agent_id, session_id, kind, created_after/before (half-open), metadata."""
+    clauses: list[str] = []
+    filters = filters or {}
+    for name in ("agent_id", "session_id", "kind"):
+        value = filters.get(name)
+        if value is not None:
+            args.append(value)
+            clauses.append(f"e.{name} = ${len(args)}")
+    for name, op in (("created_after", ">="), ("created_before", "<")):
+        value = filters.get(name)
+        if value is not None:
+            args.append(value)
+            clauses.append(f"e.created_at {op} ${len(args)}::timestamptz")
+    meta = filters.get("metadata")
+    if meta:
+        args.append(json.dumps(meta))
+        clauses.append(f"e.metadata @> ${len(args)}::text::jsonb")
+    return "".join(f" AND {c}" for c in clauses)
+
+
+def _episode(row: asyncpg.Record) -> Episode:
+    meta = row["metadata"]
+    return Episode(
+        id=row["id"], tenant_id=row["tenant_id"], agent_id=row["agent_id"], session_id=row["session_id"],
+        partition=row["partition"], role=row["role"], kind=row["kind"], content=row["content"],
+        metadata=json.loads(meta) if isinstance(meta, str) else (meta or {}), created_at=row["created_at"],
+        content_hash=row["content_hash"], consolidated_at=row["consolidated_at"],
+    )  # fmt: skip
+
+
+class PostgresBm25Search:
+    """LexicalSearcher with Okapi BM25 over episodes. Borrows the pool; never closes it."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        *,
+        k1: float = 0.9,
+        b: float = 0.4,
+        use_context: bool = False,
+        neighbour_weight: float = 0.5,
+        timeout_s: float = 10.0,
+    ) -> None:
+        self._pool = pool
+        self._k1 = k1
+        self._b = b
+        self._use_context = use_context
+        self._neighbour_weight = neighbour_weight
+        self._timeout_s = timeout_s
+        self._n_docs: dict[str, tuple[float, int]] = {}
+
+    @contextmanager
+    def _translate(self) -> Iterator[None]:
+        try:
+            yield
+        except asyncpg.DataError as exc:
+            raise InvalidInput("query", f"rejected by postgres: {exc}") from exc
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise StoreUnavailable("postgres", type(exc).__name__) from exc
+
+    async def _tenant_size(self, conn: asyncpg.Connection, tenant_id: str) -> int:
+        """Episodes of the tenant (BM25's N), cached for a minute: IDF barely moves with N."""
+        cached = self._n_docs.get(tenant_id)
+        now = time.monotonic()
+        if cached is not None and now - cached[0] < _N_DOCS_TTL_S:
+            return cached[1]
+        n = await conn.fetchval(
+            "SELECT count(*) FROM episodes WHERE tenant_id = $1", tenant_id, timeout=self._timeout_s
+        )
+        self._n_docs[tenant_id] = (now, int(n or 0))
+        return int(n or 0)
+
+    async def search_text(
+        self, *, tenant_id: str, query: str, k: int, filters: dict[str, Any] | None = None
+    ) -> list[tuple[Episode, float]]:
+        """The ``k`` best episodes for ``query`` by BM25, with their scores, best first."""
+        if k <= 0 or not query.strip():
+            return []
+        args: list[Any] = [tenant_id, query, k, self._neighbour_weight, self._k1, self._b, 0]
+        where = _filters(filters, args)
+        if self._use_context:
+            doc, match = "coalesce(e.ctx_tsv, e.tsv)", "(e.tsv @@ tq.q OR e.ctx_tsv @@ tq.q)"
+        else:
+            doc, match = "e.tsv", "e.tsv @@ tq.q"
+        sql = _SEARCH.format(doc=doc, match=match, where=where, cols=_COLS)
+        with self._translate():
+            async with self._pool.acquire(timeout=self._timeout_s) as conn:
+                args[6] = await self._tenant_size(conn, tenant_id)
+                rows = await conn.fetch(sql, *args, timeout=self._timeout_s)
+        return [(_episode(r), float(r["score"])) for r in rows]
+
+    async def rebuild_session_context(
+        self, *, tenant_id: str, session_id: str, before: int = 2, after: int = 2
+    ) -> int:
+        """Fill ``ctx_tsv`` for a session: each episode's own terms (weight A) plus the terms of up to
+        ``before``/``after`` neighbouring episodes in (created_at, id) order (weight B). Idempotent;
+        consolidation calls it for every session it touched. Returns the rows updated."""
+        near = [f"lag(content, {i}) OVER w" for i in range(before, 0, -1)]
+        near += [f"lead(content, {i}) OVER w" for i in range(1, after + 1)]
+        neighbours = f"concat_ws(' ', {', '.join(near)})" if near else "''"
+        sql = f"""
+            WITH ctx AS (
+                SELECT id, {neighbours} AS ntext FROM episodes
+                WHERE tenant_id = $1 AND session_id = $2
+                WINDOW w AS (ORDER BY created_at, id)
+            )
+            UPDATE episodes e
+            SET ctx_tsv = setweight(e.tsv, 'A')
+                || setweight(to_tsvector('english'::regconfig, ctx.ntext), 'B')
+            FROM ctx WHERE e.id = ctx.id AND e.tenant_id = $1"""
+        with self._translate():
+            async with self._pool.acquire(timeout=self._timeout_s) as conn:
+                status = await conn.execute(sql, tenant_id, session_id, timeout=self._timeout_s)
+        return int(status.split()[-1])
