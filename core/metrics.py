@@ -3,7 +3,7 @@
 Each metric is one :class:`MetricSpec` (name, kind, help, label names, buckets) held by a typed handle in
 :data:`METRICS`. Handles bind to the process's backend on first use, never at import: outside Ray the
 backend is prometheus-client on a private registry (:func:`render_latest` serves ``GET /metrics``); inside
-Ray processes ``deployments.metrics_backend.install_ray_metrics()`` swaps in ``ray.util.metrics`` so
+Ray processes ``deployments.metrics_backend.install_ray_metrics()`` swaps in ``ray.serve.metrics`` so
 values from every replica and job worker aggregate on Ray's Prometheus endpoint (exported there with a
 ``ray_`` prefix: ``hybridmem_x_total`` → ``ray_hybridmem_x_total``).
 
@@ -11,7 +11,7 @@ Labels are bounded by design: never a tenant, session, agent or record id. ``par
 the backlog gauge only (at most ``consolidation.n_partitions`` series).
 
     METRICS.ingest_records_total.inc(3, store="postgres", operation="insert_episodes")
-    with METRICS.retrieval_seconds.timer(mode="search"):
+    with METRICS.retrieval_seconds.timer(endpoint="search"):
         ...
     with store_operation("redis", "append_session", records=len(turns)):
         ...
@@ -19,28 +19,61 @@ the backlog gauge only (at most ``consolidation.n_partitions`` series).
 
 from __future__ import annotations
 
-import threading
 import time
-from collections.abc import Iterator, Mapping
-from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass
-from enum import StrEnum
-from typing import Protocol
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any, Protocol
 
-from prometheus_client import CollectorRegistry
-from prometheus_client import Counter as PromCounter
-from prometheus_client import Gauge as PromGauge
-from prometheus_client import Histogram as PromHistogram
-from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
-
-PREFIX = "hybridmem_"
-RAY_EXPORT_PREFIX = "ray_"
-CONTENT_TYPE = CONTENT_TYPE_LATEST
-# Labels that would make a series per tenant / session / record: refused by declaration and by tests.
-FORBIDDEN_LABELS = frozenset(
-    {"tenant", "tenant_id", "session", "session_id", "agent", "agent_id", "record_id", "episode_id", "key"}
+from core.errors import EmbeddingError, StoreUnavailable
+from core.metric_types import (
+    CONTENT_TYPE,
+    FORBIDDEN_LABELS,
+    PARTITION_LABEL_ALLOWED,
+    PREFIX,
+    RAY_EXPORT_PREFIX,
+    Counter,
+    Gauge,
+    Histogram,
+    Instrument,
+    MetricKind,
+    MetricsBackend,
+    MetricSpec,
+    PrometheusBackend,
+    _Metric,
+    current_backend,
+    local_backend,
+    render_latest,
+    use_backend,
 )
-PARTITION_LABEL_ALLOWED = frozenset({"hybridmem_consolidation_backlog_episodes"})
+from core.models import ScoredSnippet
+
+__all__ = [
+    "CONTENT_TYPE",
+    "FORBIDDEN_LABELS",
+    "METRICS",
+    "PARTITION_LABEL_ALLOWED",
+    "PREFIX",
+    "RAY_EXPORT_PREFIX",
+    "Counter",
+    "Gauge",
+    "Histogram",
+    "Instrument",
+    "MetricKind",
+    "MetricSpec",
+    "Metrics",
+    "MetricsBackend",
+    "PrometheusBackend",
+    "current_backend",
+    "failure_stage",
+    "local_backend",
+    "observe_consolidation_run",
+    "observe_partition",
+    "observe_retrieval",
+    "refresh_backlog",
+    "render_latest",
+    "store_operation",
+    "use_backend",
+]
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 JOB_BUCKETS = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
@@ -50,230 +83,6 @@ SCORE_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 
 TOKEN_BUCKETS = (16.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0, 4096.0, 8192.0, 16384.0, 32768.0)
 RATIO_BUCKETS = (0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 1.0, 1.05)
 COUNT_BUCKETS = (1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0)
-
-
-class MetricKind(StrEnum):
-    COUNTER = "counter"
-    GAUGE = "gauge"
-    HISTOGRAM = "histogram"
-
-
-@dataclass(frozen=True)
-class MetricSpec:
-    """What a backend needs to create one metric."""
-
-    name: str
-    kind: MetricKind
-    help: str
-    labels: tuple[str, ...] = ()
-    buckets: tuple[float, ...] | None = None
-
-    @property
-    def ray_name(self) -> str:
-        """The name on Ray's Prometheus endpoint (Ray prefixes application metrics with ``ray_``)."""
-        return RAY_EXPORT_PREFIX + self.name
-
-
-class Instrument(Protocol):
-    """One backend metric; ``labels`` always holds exactly the spec's label names."""
-
-    def record(self, value: float, labels: Mapping[str, str]) -> None: ...
-
-
-class MetricsBackend(Protocol):
-    """Creates instruments; counters record increments, gauges values, histograms observations."""
-
-    def create(self, spec: MetricSpec) -> Instrument: ...
-
-
-class _PromInstrument:
-    def __init__(self, spec: MetricSpec, registry: CollectorRegistry) -> None:
-        self._kind = spec.kind
-        self._has_labels = bool(spec.labels)
-        self._metric: PromCounter | PromGauge | PromHistogram
-        if spec.kind is MetricKind.COUNTER:
-            self._metric = PromCounter(spec.name, spec.help, spec.labels, registry=registry)
-        elif spec.kind is MetricKind.GAUGE:
-            self._metric = PromGauge(spec.name, spec.help, spec.labels, registry=registry)
-        else:
-            self._metric = PromHistogram(
-                spec.name, spec.help, spec.labels, registry=registry, buckets=spec.buckets or LATENCY_BUCKETS
-            )
-
-    def record(self, value: float, labels: Mapping[str, str]) -> None:
-        metric = self._metric.labels(**labels) if self._has_labels else self._metric
-        if isinstance(metric, PromCounter):
-            metric.inc(value)
-        elif isinstance(metric, PromGauge):
-            metric.set(value)
-        else:
-            metric.observe(value)
-
-
-class PrometheusBackend:
-    """prometheus-client on its own registry (never the global one, so tests and apps don't collide)."""
-
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        self.registry = registry or CollectorRegistry(auto_describe=True)
-
-    def create(self, spec: MetricSpec) -> Instrument:
-        return _PromInstrument(spec, self.registry)
-
-    def render(self) -> bytes:
-        return generate_latest(self.registry)
-
-
-_lock = threading.Lock()
-_local: PrometheusBackend | None = None
-_backend: MetricsBackend | None = None
-_generation = 0
-
-
-def local_backend() -> PrometheusBackend:
-    """This process's prometheus-client backend (created on first use)."""
-    global _local
-    with _lock:
-        if _local is None:
-            _local = PrometheusBackend()
-        return _local
-
-
-def current_backend() -> MetricsBackend:
-    """The backend metrics publish to: the one set by :func:`use_backend`, else :func:`local_backend`."""
-    return _backend if _backend is not None else local_backend()
-
-
-def use_backend(backend: MetricsBackend | None) -> None:
-    """Switch this process's backend (None: back to the local prometheus backend); handles rebind lazily."""
-    global _backend, _generation
-    with _lock:
-        _backend = backend
-        _generation += 1
-
-
-def render_latest() -> bytes:
-    """Text exposition of this process's local registry, for ``GET /metrics`` (content type CONTENT_TYPE)."""
-    return local_backend().render()
-
-
-def _check_declaration(spec: MetricSpec) -> None:
-    """Refuse names and labels that break the conventions (prefix, suffix, bounded labels)."""
-    if not spec.name.startswith(PREFIX):
-        raise ValueError(f"{spec.name}: metric names start with {PREFIX!r}")
-    if (spec.kind is MetricKind.COUNTER) != spec.name.endswith("_total"):
-        raise ValueError(f"{spec.name}: counters, and only counters, end in '_total'")
-    unbounded = FORBIDDEN_LABELS.intersection(spec.labels)
-    if unbounded or ("partition" in spec.labels and spec.name not in PARTITION_LABEL_ALLOWED):
-        raise ValueError(f"{spec.name}: unbounded label(s) {sorted(unbounded) or ['partition']}")
-    if spec.kind is MetricKind.HISTOGRAM and not (spec.buckets and all(b > 0 for b in spec.buckets)):
-        raise ValueError(f"{spec.name}: histograms need strictly positive buckets (Ray requires them)")
-
-
-class _Metric:
-    """A declared metric; resolves its backend instrument on first use and after a backend switch."""
-
-    kind: MetricKind
-
-    def __init__(
-        self, name: str, help: str, labels: tuple[str, ...] = (), buckets: tuple[float, ...] | None = None
-    ) -> None:
-        self.spec = MetricSpec(name=name, kind=self.kind, help=help, labels=labels, buckets=buckets)
-        _check_declaration(self.spec)
-        self._label_set = frozenset(labels)
-        self._instrument: Instrument | None = None
-        self._bound_generation = -1
-
-    def _resolve(self) -> Instrument:
-        instrument = self._instrument
-        if instrument is None or self._bound_generation != _generation:
-            with _lock:
-                generation = _generation
-            instrument = current_backend().create(self.spec)
-            self._instrument, self._bound_generation = instrument, generation
-        return instrument
-
-    def _record(self, value: float, labels: Mapping[str, object]) -> None:
-        if labels.keys() != self._label_set:
-            raise ValueError(f"{self.spec.name} takes labels {sorted(self._label_set)}, got {sorted(labels)}")
-        self._resolve().record(value, {k: str(v) for k, v in labels.items()})
-
-
-class Counter(_Metric):
-    """Monotonic count; the name ends in ``_total``."""
-
-    kind = MetricKind.COUNTER
-
-    def inc(self, n: float = 1, **labels: object) -> None:
-        if n < 0:
-            raise ValueError(f"{self.spec.name}: a counter cannot decrease (got {n})")
-        if n:  # Ray counters refuse 0; nothing to record anyway
-            self._record(float(n), labels)
-
-    def labels(self, **labels: object) -> _BoundCounter:
-        return _BoundCounter(self, labels)
-
-
-class Gauge(_Metric):
-    """A value that goes up and down (set absolute values: each process owns its label combination)."""
-
-    kind = MetricKind.GAUGE
-
-    def set(self, value: float, **labels: object) -> None:
-        self._record(float(value), labels)
-
-    def labels(self, **labels: object) -> _BoundGauge:
-        return _BoundGauge(self, labels)
-
-
-class Histogram(_Metric):
-    """A distribution (latencies in seconds, sizes, scores)."""
-
-    kind = MetricKind.HISTOGRAM
-
-    def observe(self, value: float, **labels: object) -> None:
-        self._record(float(value), labels)
-
-    @contextmanager
-    def timer(self, **labels: object) -> Iterator[None]:
-        """Observe the elapsed wall time of the block in seconds (also when it raises)."""
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.observe(time.perf_counter() - start, **labels)
-
-    def labels(self, **labels: object) -> _BoundHistogram:
-        return _BoundHistogram(self, labels)
-
-
-@dataclass(frozen=True)
-class _BoundCounter:
-    metric: Counter
-    values: Mapping[str, object]
-
-    def inc(self, n: float = 1) -> None:
-        self.metric.inc(n, **self.values)
-
-
-@dataclass(frozen=True)
-class _BoundGauge:
-    metric: Gauge
-    values: Mapping[str, object]
-
-    def set(self, value: float) -> None:
-        self.metric.set(value, **self.values)
-
-
-@dataclass(frozen=True)
-class _BoundHistogram:
-    metric: Histogram
-    values: Mapping[str, object]
-
-    def observe(self, value: float) -> None:
-        self.metric.observe(value, **self.values)
-
-    def timer(self) -> AbstractContextManager[None]:
-        return self.metric.timer(**self.values)
 
 
 class Metrics:
@@ -326,7 +135,7 @@ class Metrics:
             "hybridmem_embedding_texts_total", "Texts embedded by the model (cache misses only)", ("backend",)
         )
         self.embedding_queue_depth = Gauge(
-            "hybridmem_embedding_queue_depth", "Texts waiting for a model call in this embedder replica"
+            "hybridmem_embedding_queue_depth", "Texts queued or being embedded in this embedder replica"
         )
         self.embedding_truncations_total = Counter(
             "hybridmem_embedding_truncations_total", "Texts longer than the model's window, truncated"
@@ -340,11 +149,11 @@ class Metrics:
         self.embedding_cache_misses_total = Counter(
             "hybridmem_embedding_cache_misses_total", "Embedding cache lookups that needed the model"
         )
-        # --- retrieval (tier: working | episodic | semantic; mode: search | context) ---
+        # --- retrieval (tier: working | episodic | semantic; endpoint: search | context) ---
         self.retrieval_seconds = Histogram(
             "hybridmem_retrieval_seconds",
-            "End-to-end retrieval latency, per mode",
-            ("mode",),
+            "End-to-end retrieval latency, per API endpoint (search | context)",
+            ("endpoint",),
             LATENCY_BUCKETS,
         )
         self.retrieval_tier_seconds = Histogram(
@@ -359,18 +168,18 @@ class Metrics:
             ("tier",),
         )
         self.retrieval_results = Histogram(
-            "hybridmem_retrieval_results", "Snippets returned by one retrieval", ("mode",), COUNT_BUCKETS
+            "hybridmem_retrieval_results", "Snippets returned by one retrieval", ("endpoint",), COUNT_BUCKETS
         )
         self.retrieval_top_score = Histogram(
             "hybridmem_retrieval_top_score",
             "Best semantic similarity (cosine) among the returned snippets",
-            ("mode",),
+            ("endpoint",),
             SCORE_BUCKETS,
         )
         self.retrieval_score_spread = Histogram(
             "hybridmem_retrieval_score_spread",
             "Best minus worst semantic similarity among the returned snippets",
-            ("mode",),
+            ("endpoint",),
             SCORE_BUCKETS,
         )
         self.context_tokens_used = Histogram(
@@ -385,18 +194,20 @@ class Metrics:
         # --- consolidation and retention ---
         self.consolidation_run_seconds = Histogram(
             "hybridmem_consolidation_run_seconds",
-            "Duration of one consolidation run (all its partitions), per outcome (ok | failed)",
+            "Duration of one consolidation run (all its partitions), per outcome (succeeded | failed)",
             ("outcome",),
             JOB_BUCKETS,
         )
         self.consolidation_partition_seconds = Histogram(
             "hybridmem_consolidation_partition_seconds",
-            "Duration of consolidating one partition, per outcome (ok | failed)",
+            "Duration of consolidating one partition, per outcome (done | locked | failed)",
             ("outcome",),
             JOB_BUCKETS,
         )
         self.consolidation_runs_total = Counter(
-            "hybridmem_consolidation_runs_total", "Consolidation runs finished, per outcome", ("outcome",)
+            "hybridmem_consolidation_runs_total",
+            "Consolidation runs finished, per outcome (succeeded | failed)",
+            ("outcome",),
         )
         self.consolidation_episodes_total = Counter(
             "hybridmem_consolidation_episodes_total",
@@ -459,3 +270,72 @@ def store_operation(store: str, operation: str, *, records: int = 0) -> Iterator
             METRICS.ingest_records_total.inc(records, store=store, operation=operation)
         else:
             METRICS.store_errors_total.inc(1, store=store, operation=operation)
+
+
+def observe_retrieval(
+    endpoint: str,
+    snippets: Sequence[ScoredSnippet],
+    *,
+    tokens_used: int | None = None,
+    token_budget: int | None = None,
+) -> None:
+    """Result size, relevance (semantic similarity of the returned snippets) and context token use."""
+    METRICS.retrieval_results.observe(len(snippets), endpoint=endpoint)
+    similarities = [s.scores["semantic"] for s in snippets if "semantic" in s.scores]
+    if similarities:
+        best = max(similarities)
+        METRICS.retrieval_top_score.observe(best, endpoint=endpoint)
+        METRICS.retrieval_score_spread.observe(best - min(similarities), endpoint=endpoint)
+    if tokens_used is not None:
+        METRICS.context_tokens_used.observe(tokens_used)
+        if token_budget:
+            METRICS.context_budget_ratio.observe(tokens_used / token_budget)
+
+
+_STAGE_OF_STORE = {"redis": "drain", "qdrant": "upsert", "postgres": "checkpoint"}
+
+
+def failure_stage(exc: BaseException) -> str:
+    """The consolidation stage an exception points at (label of consolidation_failures_total)."""
+    if isinstance(exc, StoreUnavailable):
+        return _STAGE_OF_STORE.get(exc.store, "other")
+    if isinstance(exc, EmbeddingError):
+        return "embed"
+    return "other"
+
+
+def observe_partition(
+    status: str, seconds: float, *, episodes: int = 0, counts: Mapping[str, int] | None = None
+) -> None:
+    """One partition finished (status done | locked | failed): duration, episodes, records per type."""
+    METRICS.consolidation_partition_seconds.observe(seconds, outcome=status)
+    METRICS.consolidation_episodes_total.inc(episodes)
+    for record_type, n in (counts or {}).items():
+        METRICS.consolidation_records_total.inc(n, record_type=record_type)
+
+
+def observe_consolidation_run(status: str, seconds: float) -> None:
+    """One run finished (status succeeded | failed); a success also stamps the last-success gauge."""
+    METRICS.consolidation_runs_total.inc(outcome=status)
+    METRICS.consolidation_run_seconds.observe(seconds, outcome=status)
+    if status == "succeeded":
+        METRICS.consolidation_last_success_timestamp_seconds.set(time.time())
+
+
+class _Rows(Protocol):
+    # asyncpg's signature (Pool / Connection): the timeout is the driver's own per-statement timeout
+    async def fetch(self, query: str, *args: Any, timeout: float | None = None) -> list[Any]: ...  # noqa: ASYNC109
+
+
+_BACKLOG_SQL = """SELECT partition, count(*) AS n FROM episodes
+WHERE consolidated_at IS NULL AND partition = ANY($1::int[]) GROUP BY partition"""
+
+
+async def refresh_backlog(db: _Rows, partitions: Iterable[int], *, timeout_s: float = 10.0) -> int:
+    """Count unconsolidated episodes per partition (partial index scan), set the gauge; returns the total."""
+    wanted = list(partitions)
+    rows = await db.fetch(_BACKLOG_SQL, wanted, timeout=timeout_s)
+    counts = {int(r["partition"]): int(r["n"]) for r in rows}
+    for partition in wanted:
+        METRICS.consolidation_backlog_episodes.set(counts.get(partition, 0), partition=partition)
+    return sum(counts.values())

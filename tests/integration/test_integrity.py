@@ -11,6 +11,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from core import metrics as m
 from core.ids import content_hash, partition_of
 from core.models import Episode, MemoryRecord, ModelVersion, Role
 from core.points import episode_point, memory_point, payload, point_id
@@ -208,3 +209,22 @@ async def test_cli_reports_then_repairs(
     fixed = json.loads(capsys.readouterr().out)
     assert fixed["repaired"]["orphan_points_deleted"] == 2
     assert w.lost.id in await _unconsolidated(pg_pool, tenant)
+
+
+async def test_refresh_backlog_counts_unconsolidated_episodes_per_partition(
+    pg_pool: asyncpg.Pool, tenant: str
+) -> None:
+    backend = m.PrometheusBackend()
+    m.use_backend(backend)
+    try:
+        eps = [_episode(tenant, i, session=f"s{i % 3}") for i in range(9)]
+        parts = sorted({e.partition for e in eps})
+        before = await m.refresh_backlog(pg_pool, parts)
+        await PostgresEpisodeStore(pg_pool).insert_episodes(eps)
+        await _mark_consolidated(pg_pool, eps[:2])
+        assert await m.refresh_backlog(pg_pool, parts) - before == 7
+        text = backend.render().decode()
+        for p in parts:
+            assert f'hybridmem_consolidation_backlog_episodes{{partition="{p}"}}' in text
+    finally:
+        m.use_backend(None)

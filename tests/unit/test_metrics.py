@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from core import metrics as m
-from core.metrics import METRICS, MetricKind, MetricSpec, PrometheusBackend, store_operation
+from core.errors import EmbeddingError, StoreUnavailable
+from core.metrics import (
+    METRICS,
+    MetricKind,
+    MetricSpec,
+    PrometheusBackend,
+    failure_stage,
+    observe_consolidation_run,
+    observe_partition,
+    observe_retrieval,
+    store_operation,
+)
+from core.models import ScoredSnippet, Tier
 
 REQUIRED = {
     "hybridmem_ingest_records_total",
@@ -169,11 +182,11 @@ def test_zero_increment_records_nothing(prom: PrometheusBackend) -> None:
 
 
 def test_timer_observes_also_when_the_block_raises(prom: PrometheusBackend) -> None:
-    with METRICS.retrieval_seconds.timer(mode="search"):
+    with METRICS.retrieval_seconds.timer(endpoint="search"):
         pass
-    with pytest.raises(RuntimeError), METRICS.retrieval_seconds.labels(mode="search").timer():
+    with pytest.raises(RuntimeError), METRICS.retrieval_seconds.labels(endpoint="search").timer():
         raise RuntimeError("boom")
-    assert _samples(prom)[("hybridmem_retrieval_seconds_count", frozenset({("mode", "search")}))] == 2
+    assert _samples(prom)[("hybridmem_retrieval_seconds_count", frozenset({("endpoint", "search")}))] == 2
 
 
 def test_store_operation_counts_records_latency_and_errors(prom: PrometheusBackend) -> None:
@@ -187,3 +200,62 @@ def test_store_operation_counts_records_latency_and_errors(prom: PrometheusBacke
     assert samples[("hybridmem_store_errors_total", op)] == 1
     assert samples[("hybridmem_store_operation_seconds_count", op | {("outcome", "ok")})] == 1
     assert samples[("hybridmem_store_operation_seconds_count", op | {("outcome", "error")})] == 1
+
+
+def test_gauge_track_counts_in_flight_work(prom: PrometheusBackend) -> None:
+    depth = ("hybridmem_embedding_queue_depth", frozenset())
+    with METRICS.embedding_queue_depth.track(5):
+        with METRICS.embedding_queue_depth.track(3):
+            assert _samples(prom)[depth] == 8
+        assert _samples(prom)[depth] == 5
+    assert _samples(prom)[depth] == 0
+
+
+def _snippet(score: float, semantic: float | None) -> ScoredSnippet:
+    scores = {"fused": score} | ({"semantic": semantic} if semantic is not None else {})
+    return ScoredSnippet(tier=Tier.SEMANTIC, content="x", score=score, scores=scores)
+
+
+def test_observe_retrieval_records_relevance_and_tokens(prom: PrometheusBackend) -> None:
+    snippets = [_snippet(0.03, 0.82), _snippet(0.02, 0.41), _snippet(0.01, None)]
+    observe_retrieval("context", snippets, tokens_used=300, token_budget=400)
+    observe_retrieval("search", [])
+    s = _samples(prom)
+    ctx = frozenset({("endpoint", "context")})
+    assert s[("hybridmem_retrieval_top_score_sum", ctx)] == pytest.approx(0.82)
+    assert s[("hybridmem_retrieval_score_spread_sum", ctx)] == pytest.approx(0.41)
+    assert s[("hybridmem_retrieval_results_sum", ctx)] == 3
+    assert s[("hybridmem_context_tokens_used_sum", frozenset())] == 300
+    assert s[("hybridmem_context_budget_ratio_sum", frozenset())] == pytest.approx(0.75)
+    search = frozenset({("endpoint", "search")})
+    assert s[("hybridmem_retrieval_results_count", search)] == 1
+    assert ("hybridmem_retrieval_top_score_count", search) not in s  # no semantic hit, no relevance sample
+
+
+@pytest.mark.parametrize(
+    ("exc", "stage"),
+    [
+        (StoreUnavailable("redis"), "drain"),
+        (StoreUnavailable("qdrant"), "upsert"),
+        (StoreUnavailable("postgres"), "checkpoint"),
+        (EmbeddingError("model failed"), "embed"),
+        (RuntimeError("boom"), "other"),
+    ],
+)
+def test_failure_stage(exc: BaseException, stage: str) -> None:
+    assert failure_stage(exc) == stage
+
+
+def test_consolidation_observers(prom: PrometheusBackend) -> None:
+    observe_partition("done", 2.5, episodes=40, counts={"episode": 38, "summary": 3})
+    observe_partition("failed", 0.5)
+    observe_consolidation_run("failed", 3.0)
+    before = time.time()
+    observe_consolidation_run("succeeded", 4.0)
+    s = _samples(prom)
+    assert s[("hybridmem_consolidation_episodes_total", frozenset())] == 40
+    assert s[("hybridmem_consolidation_records_total", frozenset({("record_type", "summary")}))] == 3
+    assert s[("hybridmem_consolidation_partition_seconds_count", frozenset({("outcome", "failed")}))] == 1
+    assert s[("hybridmem_consolidation_runs_total", frozenset({("outcome", "failed")}))] == 1
+    assert s[("hybridmem_consolidation_run_seconds_sum", frozenset({("outcome", "succeeded")}))] == 4.0
+    assert s[("hybridmem_consolidation_last_success_timestamp_seconds", frozenset())] >= before
