@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -38,6 +39,27 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
     else:
         print(asyncio.run(migrate.current(dsn)) or "(empty database: no revision)")
     return 0
+
+
+def _cmd_consolidate(args: argparse.Namespace) -> int:
+    from deployments.ops_cli import submit_consolidation
+
+    return submit_consolidation(
+        address=args.address, partitions=args.partitions, parallelism=args.parallelism, wait=args.wait,
+        timeout_s=args.timeout,
+    )  # fmt: skip
+
+
+def _cmd_runs(args: argparse.Namespace) -> int:
+    from deployments.ops_cli import show_runs
+
+    return show_runs(args.run_id, args.limit)
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from deployments.ops_cli import status
+
+    return status(args.url)
 
 
 BENCHES = {
@@ -117,6 +139,33 @@ def build_parser() -> argparse.ArgumentParser:
     )
     mig.add_argument("--dsn", help="Postgres DSN (default: HYBRIDMEM_POSTGRES__DSN)")
     mig.set_defaults(func=_cmd_migrate)
+
+    con = sub.add_parser(
+        "consolidate",
+        help="submit a consolidation Ray job (Job Submission API), optionally following its progress",
+        description="Submit `python -m jobs.consolidate` to the Ray cluster. HYBRIDMEM_* variables of this "
+        "shell are passed to the job. With --wait, shows a progress bar over partitions and the run record.",
+    )
+    con.add_argument("--address", default=os.environ.get("RAY_DASHBOARD_ADDRESS", "http://127.0.0.1:8265"),
+                     help="Ray dashboard / job server address (default: %(default)s)")  # fmt: skip
+    con.add_argument("--partitions", help="e.g. 0,1,5-7 (default: all)")
+    con.add_argument("--parallelism", type=int, help="partitions processed at once")
+    con.add_argument("--wait", action="store_true", help="follow the run until it ends")
+    con.add_argument("--timeout", type=float, default=3600.0, help="--wait gives up after this many seconds")
+    con.set_defaults(func=_cmd_consolidate)
+
+    runs = sub.add_parser("runs", help="list consolidation runs, or show one", description="Run records.")
+    runs.add_argument("run_id", nargs="?", help="show this run in full")
+    runs.add_argument("--limit", type=int, default=20)
+    runs.set_defaults(func=_cmd_runs)
+
+    st = sub.add_parser(
+        "status",
+        help="summarise the running app: deployments, replicas, store health, consolidation backlog",
+        description="Reads Serve's status from the local Ray cluster, /readyz over HTTP and the backlog.",
+    )
+    st.add_argument("--url", default="http://127.0.0.1:8000", help="app base URL (default: %(default)s)")
+    st.set_defaults(func=_cmd_status)
 
     bench = sub.add_parser(
         "bench",
