@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: setup run test test-fast lint bench clean
+.PHONY: setup run test test-fast test-faults lint bench bench-report clean
 
 # Idempotent: re-installs only when pyproject.toml changed since the last install.
 $(STAMP): pyproject.toml
@@ -34,6 +34,23 @@ lint: setup
 	$(BIN)/ruff check core deployments jobs tests
 	$(BIN)/ruff format --check core deployments jobs tests
 	$(BIN)/mypy core deployments jobs
+
+# Every benchmark, each against a fresh local app; JSON into bench/results, report into docs/benchmarks.md.
+RESULTS := bench/results
+HM := $(BIN)/hybridmem
+bench: setup
+	mkdir -p $(RESULTS)
+	$(HM) bench embed --json --out $(RESULTS)/embed.json
+	$(HM) bench ingest --episodes 50000 --batch 500 --clients 4 --json --out $(RESULTS)/ingest.json
+	$(HM) bench retrieve --memories 10000 --clients 16 --json --out $(RESULTS)/retrieve_10k.json
+	$(HM) bench retrieve --memories 100000 --clients 16 --json --out $(RESULTS)/retrieve_100k.json
+	$(HM) bench consolidate --json --out $(RESULTS)/consolidate.json
+	$(HM) bench locomo --json --out $(RESULTS)/locomo.json
+	$(HM) bench scifact --json --out $(RESULTS)/scifact.json
+	$(MAKE) bench-report
+
+bench-report: setup
+	$(BIN)/python -m jobs.bench_report
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
