@@ -39,7 +39,9 @@ class ApiKeyAuthenticator:
         # compare_digest keeps the final check constant-time with respect to the stored hash
         if spec is None or not hmac.compare_digest(spec.key_sha256.lower(), digest):
             raise Unauthenticated("invalid API key")
-        return Principal(tenant_id=spec.tenant_id, scopes=frozenset(spec.scopes), key_name=spec.name)
+        # key_name identifies the key for rate limits and logs: its name, else a short hash (never the key)
+        name = spec.name or f"key-{digest[:12]}"
+        return Principal(tenant_id=spec.tenant_id, scopes=frozenset(spec.scopes), key_name=name)
 
 
 def new_api_key(prefix: str = "hm") -> str:

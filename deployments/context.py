@@ -11,6 +11,7 @@ from ray.serve.handle import DeploymentHandle
 
 from core.auth import ApiKeyAuthenticator
 from core.ports import VectorIndex
+from core.ratelimit import TokenBucketLimiter
 from core.resources import open_resources
 from core.service import HybridMemoryService
 from core.settings import Settings
@@ -61,5 +62,10 @@ async def api_context(
             retriever=retriever,
             embedder=text_embedder,
             admin=admin,
+            limiter=(
+                TokenBucketLimiter(settings.auth.rate_limit_per_s, settings.auth.rate_limit_burst)
+                if settings.auth.rate_limit_per_s
+                else None
+            ),
             extras={"resources": res, "vectors": vectors},
         )

@@ -67,6 +67,7 @@ class Ingress:
         app = create_api(
             context_factory,
             max_body_bytes=settings.limits.max_request_bytes,
+            cors_origins=settings.auth.cors_origins,
             extra_routers=(search_router, admin_router, embeddings_router),
         )
         return app

@@ -8,8 +8,10 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
+from typing import Any
 
 from fastapi import FastAPI, Request, Response
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 
@@ -50,7 +52,11 @@ class RequestIdMiddleware(BaseHTTPMiddleware):
 
 
 def create_api(
-    context_factory: ContextFactory, *, max_body_bytes: int = 16 * 1024 * 1024, extra_routers: tuple = ()
+    context_factory: ContextFactory,
+    *,
+    max_body_bytes: int = 16 * 1024 * 1024,
+    extra_routers: tuple[Any, ...] = (),
+    cors_origins: list[str] | None = None,
 ) -> FastAPI:
     """Build the app; ``context_factory`` opens all resources in the lifespan and closes them after."""
 
@@ -68,6 +74,10 @@ def create_api(
         lifespan=lifespan,
     )
     app.add_middleware(RequestIdMiddleware, max_body_bytes=max_body_bytes)
+    if cors_origins:  # off unless origins are configured explicitly
+        app.add_middleware(
+            CORSMiddleware, allow_origins=cors_origins, allow_methods=["*"], allow_headers=["*"]
+        )
     install_error_handlers(app)
 
     @app.get("/healthz", tags=["ops"], summary="Liveness: the process answers")

@@ -13,6 +13,7 @@ from fastapi import Depends, Header, Request
 from core.auth import ApiKeyAuthenticator, Principal
 from core.embedding.types import TextEmbedder
 from core.errors import InvalidInput
+from core.ratelimit import TokenBucketLimiter
 from core.service import HybridMemoryService
 from core.settings import Scope, Settings
 
@@ -27,6 +28,7 @@ class ApiContext:
     retriever: Any = None  # object with async search(...) / context(...) (Retriever handle adapter)
     embedder: TextEmbedder | None = None
     admin: Any = None  # consolidation admin operations
+    limiter: TokenBucketLimiter | None = None
     extras: dict[str, Any] = field(default_factory=dict)
 
 
@@ -46,7 +48,10 @@ def _principal(
     raw = x_api_key
     if raw is None and authorization and authorization.lower().startswith("bearer "):
         raw = authorization[7:].strip()
-    principal = get_ctx(request).auth.authenticate(raw)
+    ctx = get_ctx(request)
+    principal = ctx.auth.authenticate(raw)
+    if ctx.limiter is not None:
+        ctx.limiter.check(principal.key_name or principal.tenant_id)
     request.state.principal = principal
     return principal
 
