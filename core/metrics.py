@@ -19,12 +19,14 @@ the backlog gauge only (at most ``consolidation.n_partitions`` series).
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, Protocol
 
-from core.errors import EmbeddingError, StoreUnavailable
+from core.errors import EmbeddingError, HybridMemError, StoreUnavailable
 from core.metric_types import (
     CONTENT_TYPE,
     FORBIDDEN_LABELS,
@@ -62,6 +64,7 @@ __all__ = [
     "MetricSpec",
     "Metrics",
     "MetricsBackend",
+    "OperationStats",
     "PrometheusBackend",
     "current_backend",
     "failure_stage",
@@ -97,7 +100,7 @@ class Metrics:
         )
         self.store_operation_seconds = Histogram(
             "hybridmem_store_operation_seconds",
-            "Latency of one store call (reads and writes), per store, operation and outcome (ok | error)",
+            "Latency of one store call, per store, operation and outcome (ok | error | cancelled)",
             ("store", "operation", "outcome"),
             LATENCY_BUCKETS,
         )
@@ -252,23 +255,41 @@ class Metrics:
 METRICS = Metrics()
 
 
-@contextmanager
-def store_operation(store: str, operation: str, *, records: int = 0) -> Iterator[None]:
-    """Time one store call; on success count ``records`` written, on error count a store error.
+@dataclass
+class OperationStats:
+    """Filled in by the caller inside :func:`store_operation` (records written, once known)."""
 
-    Wrap the call, not the caller's logic: ``with store_operation("postgres", "insert", records=n):``.
+    records: int = 0
+
+
+@contextmanager
+def store_operation(store: str, operation: str, *, records: int = 0) -> Iterator[OperationStats]:
+    """Time one store call; on success count the records written, on a store failure count an error.
+
+    Outcome ``ok``: the store answered (a refusal such as NotFound or InvalidInput included);
+    ``error``: unreachable, timed out or failed (StoreUnavailable or an untranslated exception);
+    ``cancelled``: the caller gave up (e.g. a retrieval tier timeout). Wrap the call, not the caller's
+    logic: ``with store_operation("postgres", "insert_episodes") as op: op.records = len(await ...)``.
     """
+    stats = OperationStats(records=records)
     start = time.perf_counter()
     outcome = "error"
     try:
-        yield
+        yield stats
         outcome = "ok"
+    except asyncio.CancelledError:
+        outcome = "cancelled"
+        raise
+    except HybridMemError as exc:
+        if not isinstance(exc, StoreUnavailable):
+            outcome = "ok"
+        raise
     finally:
         elapsed = time.perf_counter() - start
         METRICS.store_operation_seconds.observe(elapsed, store=store, operation=operation, outcome=outcome)
         if outcome == "ok":
-            METRICS.ingest_records_total.inc(records, store=store, operation=operation)
-        else:
+            METRICS.ingest_records_total.inc(stats.records, store=store, operation=operation)
+        elif outcome == "error":
             METRICS.store_errors_total.inc(1, store=store, operation=operation)
 
 
