@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 
@@ -259,3 +260,14 @@ def test_consolidation_observers(prom: PrometheusBackend) -> None:
     assert s[("hybridmem_consolidation_runs_total", frozenset({("outcome", "failed")}))] == 1
     assert s[("hybridmem_consolidation_run_seconds_sum", frozenset({("outcome", "succeeded")}))] == 4.0
     assert s[("hybridmem_consolidation_last_success_timestamp_seconds", frozenset())] >= before
+
+
+async def test_a_cancelled_store_call_is_not_a_store_error(prom: PrometheusBackend) -> None:
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.01):
+            with store_operation("qdrant", "search"):
+                await asyncio.sleep(5)
+    s = _samples(prom)
+    op = frozenset({("store", "qdrant"), ("operation", "search")})
+    assert s[("hybridmem_store_operation_seconds_count", op | {("outcome", "cancelled")})] == 1
+    assert ("hybridmem_store_errors_total", op) not in s
