@@ -70,6 +70,7 @@ __all__ = [
     "failure_stage",
     "local_backend",
     "observe_consolidation_run",
+    "observe_http",
     "observe_partition",
     "observe_retrieval",
     "refresh_backlog",
@@ -291,6 +292,13 @@ def store_operation(store: str, operation: str, *, records: int = 0) -> Iterator
             METRICS.ingest_records_total.inc(stats.records, store=store, operation=operation)
         elif outcome == "error":
             METRICS.store_errors_total.inc(1, store=store, operation=operation)
+
+
+def observe_http(scope: Mapping[str, Any], method: str, status: int, seconds: float) -> None:
+    """One HTTP request at the ingress, labelled by its route template (``scope["route"].path``)."""
+    route = str(getattr(scope.get("route"), "path", "unmatched"))
+    METRICS.http_requests_total.inc(route=route, method=method, status=status)
+    METRICS.http_request_seconds.observe(seconds, route=route, method=method)
 
 
 def observe_retrieval(

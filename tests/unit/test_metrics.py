@@ -5,8 +5,11 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterator
+from typing import Any
 
+import httpx
 import pytest
+from fastapi import FastAPI, Request
 from prometheus_client.parser import text_string_to_metric_families
 
 from core import metrics as m
@@ -18,6 +21,7 @@ from core.metrics import (
     PrometheusBackend,
     failure_stage,
     observe_consolidation_run,
+    observe_http,
     observe_partition,
     observe_retrieval,
     store_operation,
@@ -271,3 +275,28 @@ async def test_a_cancelled_store_call_is_not_a_store_error(prom: PrometheusBacke
     op = frozenset({("store", "qdrant"), ("operation", "search")})
     assert s[("hybridmem_store_operation_seconds_count", op | {("outcome", "cancelled")})] == 1
     assert ("hybridmem_store_errors_total", op) not in s
+
+
+async def test_observe_http_labels_by_route_template(prom: PrometheusBackend) -> None:
+    app = FastAPI()
+
+    @app.get("/v1/items/{item_id}")
+    async def item(item_id: str) -> dict[str, str]:
+        return {"id": item_id}
+
+    @app.middleware("http")
+    async def measure(request: Request, call_next: Any) -> Any:
+        start = time.perf_counter()
+        response = await call_next(request)
+        observe_http(request.scope, request.method, response.status_code, time.perf_counter() - start)
+        return response
+
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+        for path in ("/v1/items/a", "/v1/items/b", "/v1/items/tenant-secret-id", "/nope"):
+            await client.get(path)
+    s = _samples(prom)
+    ok = frozenset({("route", "/v1/items/{item_id}"), ("method", "GET"), ("status", "200")})
+    assert s[("hybridmem_http_requests_total", ok)] == 3
+    missing = frozenset({("route", "unmatched"), ("method", "GET"), ("status", "404")})
+    assert s[("hybridmem_http_requests_total", missing)] == 1
+    assert "tenant-secret-id" not in prom.render().decode()  # raw paths never become label values
