@@ -162,7 +162,7 @@ class Metrics:
         )
         self.retrieval_tier_seconds = Histogram(
             "hybridmem_retrieval_tier_seconds",
-            "Latency of one tier's candidate fetch (query embedding excluded)",
+            "Latency of one tier's candidate fetch (the semantic tier includes embedding the query)",
             ("tier",),
             LATENCY_BUCKETS,
         )

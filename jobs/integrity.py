@@ -14,7 +14,7 @@ It talks to the semantic tier only through ``core.ports.VectorIndex`` (so it wor
 server, local mode, the edge store, or the VectorStore deployment's handle): lookups filter on
 ``record_id``; listing pages through ``created_ts`` windows. Dry run by default::
 
-    python -m jobs.integrity [--tenant T ...] [--repair] [--dimension 384]
+    python -m jobs.integrity [--tenant T ...] [--repair] [--dimension 384] [--publish]
 """
 
 from __future__ import annotations
@@ -301,9 +301,19 @@ async def run(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--max-ids", type=int, default=REPORT_IDS, help="ids listed per drift kind and tenant"
     )
+    parser.add_argument(
+        "--publish", action="store_true", help="join the Ray cluster; publish the drift gauge"
+    )
     args = parser.parse_args(argv)
     settings = load_settings()
     configure_logging(settings.log_level, json=settings.log_json)
+    if args.publish:
+        import ray
+
+        from deployments.metrics_backend import install_ray_metrics
+
+        ray.init(address="auto", include_dashboard=False, log_to_driver=False)
+        install_ray_metrics()
     pool = await postgres_pool(settings)
     try:
         async with open_vector_index(settings) as vectors:
