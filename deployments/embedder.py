@@ -7,12 +7,14 @@ Callers hold a :class:`HandleEmbedder` (a :class:`~core.embedding.types.TextEmbe
 from __future__ import annotations
 
 import asyncio
+import base64
 import collections
 import logging
 import time
 from collections.abc import Sequence
 from typing import Any, cast
 
+import numpy as np
 import redis.asyncio as aioredis
 from ray import serve
 from ray.serve import Application
@@ -174,14 +176,20 @@ class Embedder:
         }
 
     async def __call__(self, request: Request) -> dict[str, Any]:
-        """Bare HTTP entry (``POST {"texts": [...]}``) for benchmarks; the product API is the Ingress."""
+        """Bare HTTP entry for benchmarks (``POST {"texts": [...], "encoding_format": "float"|"base64"}``).
+
+        The product API is the Ingress's ``/v1/embeddings``; base64 is little-endian float32 per vector.
+        """
         body = await request.json()
         texts = body.get("texts") if isinstance(body, dict) else None
         if not isinstance(texts, list) or not texts:
             raise InvalidInput("texts", "must be a non-empty list of strings")
         result = await self.embed(texts)
+        vectors: list[Any] = result.vectors
+        if body.get("encoding_format") == "base64":
+            vectors = [base64.b64encode(np.asarray(v, dtype="<f4").tobytes()).decode() for v in vectors]
         return {
-            "vectors": result.vectors,
+            "vectors": vectors,
             "truncated": result.truncated,
             "model_version": result.version.key,
             "cache_hits": result.cache_hits,

@@ -1,0 +1,342 @@
+"""Embedding benchmark: raw model vs the Serve Embedder (batched, single-text) vs plain FastAPI vs cache.
+
+``hybridmem bench embed --json`` prints one JSON object. Figures (sentences or requests per second):
+raw_sent_per_s (in-process encode, best batch size), served_batch_sent_per_s (32 texts/request over
+Serve HTTP), single_req_per_s (1 text/request, 16 concurrent clients, Serve HTTP), plain_fastapi_req_per_s
+(same load on FastAPI + uvicorn with the model in-process, no batching), cache_hit_sent_per_s (all hits,
+CachedEmbedder over real Redis, 32 texts per call) and the ratios the targets are set on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json as jsonlib
+import logging
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+from fastapi import FastAPI, Request
+
+log = logging.getLogger(__name__)
+
+BENCH_DATA = Path(
+    os.environ.get("HYBRIDMEM_BENCH_DATA", Path(__file__).resolve().parents[2] / "shared" / "bench")
+)
+BATCH_TEXTS = 32
+SINGLE_CLIENTS = 16
+RAW_BATCH_SIZES = (16, 32, 64, 128)
+
+
+def load_texts(n: int) -> list[str]:
+    """Conversation turns from LoCoMo (agent-memory-like text); synthetic sentences when it is absent."""
+    path = BENCH_DATA / "locomo" / "locomo_dev.json"
+    texts: list[str] = []
+    if path.is_file():
+        for sample in jsonlib.loads(path.read_text()):
+            conv = sample["conversation"]
+            for key, turns in conv.items():
+                if key.startswith("session_") and isinstance(turns, list):
+                    texts.extend(f'{t["speaker"]} said, "{t["text"]}"' for t in turns)
+    if not texts:
+        texts = [f"Turn {i}: the user asked about order {i % 313} and item {i % 997}." for i in range(n)]
+    unique = list(dict.fromkeys(texts))
+    while len(unique) < n:
+        unique += [f"{t} ({len(unique)})" for t in unique[: n - len(unique)]]
+    return unique[:n]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _threads() -> int:
+    return int(os.environ.get("HYBRIDMEM_EMBEDDING__CPU_THREADS") or os.cpu_count() or 1)
+
+
+# --- raw model ---------------------------------------------------------------------------------------
+
+
+def measure_raw(texts: list[str], threads: int) -> tuple[float, int]:
+    """Best in-process throughput over a few batch sizes (the ceiling the served figures compare to)."""
+    from core.embedding.sentence_model import SentenceTransformerEmbedder
+    from core.settings import EmbeddingSettings
+
+    best, best_bs = 0.0, 0
+    for bs in RAW_BATCH_SIZES:
+        model = SentenceTransformerEmbedder(EmbeddingSettings(cpu_threads=threads, encode_batch_size=bs))
+        try:
+            model.encode(texts[:bs])  # warm-up
+            start = time.perf_counter()
+            model.encode(texts)
+            rate = len(texts) / (time.perf_counter() - start)
+        finally:
+            model.close()
+        log.info("raw batch_size=%d: %.1f sent/s", bs, rate)
+        if rate > best:
+            best, best_bs = rate, bs
+    return best, best_bs
+
+
+# --- load generators ---------------------------------------------------------------------------------
+
+
+async def _drive(url: str, bodies: list[dict[str, Any]], clients: int) -> float:
+    """POST every body from ``clients`` concurrent connections; returns requests per second."""
+    queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    for body in bodies:
+        queue.put_nowait({**body, "encoding_format": "base64"})
+    errors = 0
+
+    async def worker(client: httpx.AsyncClient) -> None:
+        nonlocal errors
+        while not queue.empty():
+            body = queue.get_nowait()
+            r = await client.post(url, json=body)
+            if r.status_code != 200:
+                errors += 1
+                log.warning("POST %s → %d: %s", url, r.status_code, r.text[:200])
+            # Decode like a real client (the OpenAI client asks for base64 float32 by default).
+            payload = r.json()
+            for v in payload["vectors"]:
+                np.frombuffer(base64.b64decode(v), dtype="<f4")
+
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(timeout=120, limits=limits) as client:
+        start = time.perf_counter()
+        await asyncio.gather(*(worker(client) for _ in range(clients)))
+        elapsed = time.perf_counter() - start
+    if errors:
+        raise RuntimeError(f"{errors} of {len(bodies)} requests to {url} failed")
+    return len(bodies) / elapsed
+
+
+def drive(url: str, bodies: list[dict[str, Any]], clients: int, *, warmup: int = 0) -> float:
+    if warmup:
+        asyncio.run(_drive(url, bodies[:warmup], clients))
+    return asyncio.run(_drive(url, bodies, clients))
+
+
+# --- plain FastAPI baseline --------------------------------------------------------------------------
+
+
+def plain_app(threads: int) -> Any:
+    """FastAPI with the model in-process and no batching: one model call per request."""
+    from core.embedding.sentence_model import SentenceTransformerEmbedder
+    from core.settings import EmbeddingSettings
+
+    model = SentenceTransformerEmbedder(EmbeddingSettings(cpu_threads=threads))
+    app = FastAPI()
+
+    @app.post("/embed")
+    async def embed(request: Request) -> dict[str, Any]:
+        body = await request.json()
+        result = await model.embed(body["texts"])
+        vectors: list[Any] = result.vectors
+        if body.get("encoding_format") == "base64":
+            vectors = [base64.b64encode(np.asarray(v, dtype="<f4").tobytes()).decode() for v in vectors]
+        return {"vectors": vectors, "truncated": result.truncated, "model_version": result.version.key}
+
+    @app.get("/ready")
+    async def ready() -> dict[str, bool]:
+        return {"ok": True}
+
+    return app
+
+
+@contextlib.contextmanager
+def plain_server(threads: int) -> Iterator[str]:
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jobs.bench_embed", "plain-server", str(port), str(threads)],
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{base}/ready", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.3)
+        else:
+            raise TimeoutError("plain FastAPI server did not start")
+        yield f"{base}/embed"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+# --- Serve -------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def serve_embedder(threads: int, user_config: dict[str, Any]) -> Iterator[str]:
+    """The Embedder deployment alone on a fresh local Ray; yields its HTTP URL."""
+    import ray
+    from ray import serve
+
+    from deployments.embedder import Embedder
+
+    port = _free_port()
+    ray.init(
+        address="local",
+        num_cpus=os.cpu_count() or 2,
+        include_dashboard=False,
+        log_to_driver=False,
+        configure_logging=False,
+        logging_level=logging.WARNING,
+    )
+    try:
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        settings = {"embedding": {"cache_enabled": False, "cpu_threads": threads}}
+        app = Embedder.options(  # type: ignore[attr-defined]
+            num_replicas=1, user_config=user_config, ray_actor_options={"num_cpus": 1, "num_gpus": 0}
+        ).bind(settings)
+        serve.run(app, name="bench-embedder", route_prefix="/embed")
+        yield f"http://127.0.0.1:{port}/embed"
+    finally:
+        with contextlib.suppress(Exception):
+            serve.shutdown()  # type: ignore[no-untyped-call]
+        ray.shutdown()
+
+
+# --- cache -------------------------------------------------------------------------------------------
+
+
+def measure_cache_hits(texts: list[str], threads: int, redis_url: str) -> float:
+    """All-hit throughput of CachedEmbedder (real Redis, real model behind it), 32 texts per call."""
+    import redis.asyncio as aioredis
+
+    from core.embedding.cache import CachedEmbedder, RedisEmbeddingCache
+    from core.embedding.sentence_model import SentenceTransformerEmbedder
+    from core.settings import EmbeddingSettings
+
+    model = SentenceTransformerEmbedder(EmbeddingSettings(cpu_threads=threads))
+    prefix = f"hmbench:{uuid.uuid4().hex[:10]}"
+
+    async def go() -> float:
+        client = aioredis.Redis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=2)
+        try:
+            cached = CachedEmbedder(model, RedisEmbeddingCache(client, prefix=prefix, ttl_s=600))
+            chunks = [texts[i : i + BATCH_TEXTS] for i in range(0, len(texts), BATCH_TEXTS)]
+            for chunk in chunks:  # fill
+                await cached.embed(chunk)
+            calls_before = model.model_calls
+            start = time.perf_counter()
+            rounds = 3
+            for _ in range(rounds):
+                for chunk in chunks:
+                    result = await cached.embed(chunk)
+                    if result.cache_hits != len(chunk):
+                        raise RuntimeError("cache benchmark expected only hits")
+            elapsed = time.perf_counter() - start
+            if model.model_calls != calls_before:
+                raise RuntimeError("a cache hit reached the model")
+            return rounds * len(texts) / elapsed
+        finally:
+            keys = [k async for k in client.scan_iter(match=f"{prefix}:*", count=1000)]
+            for i in range(0, len(keys), 1000):
+                await client.delete(*keys[i : i + 1000])
+            await client.aclose()
+
+    try:
+        return asyncio.run(go())
+    finally:
+        model.close()
+
+
+# --- entry point -------------------------------------------------------------------------------------
+
+
+def run(
+    json: bool = False,
+    *,
+    clients: int | None = None,
+    batch: int | None = None,
+    texts: int = 512,
+    single_requests: int = 320,
+    redis_url: str | None = None,
+    **_ignored: Any,
+) -> dict[str, Any]:
+    """Run every phase in turn (never two servers at once) and return the figures."""
+    del json  # printing is the CLI's job
+    threads = _threads()
+    n_clients = clients or SINGLE_CLIENTS
+    per_request = batch or BATCH_TEXTS
+    corpus = load_texts(texts + single_requests + 64)
+    batch_texts, single_texts = corpus[:texts], corpus[texts : texts + single_requests]
+    warm_texts = corpus[texts + single_requests :]
+
+    raw, raw_bs = measure_raw(batch_texts, threads)
+
+    with plain_server(threads) as url:
+        singles = [{"texts": [t]} for t in single_texts]
+        drive(url, [{"texts": [t]} for t in warm_texts], n_clients)
+        plain = drive(url, singles, n_clients)
+
+    # Serve batches up to the raw model's best batch size; enough callers to keep the queue full.
+    max_batch = max(raw_bs, 2 * per_request)
+    user_config = {"max_batch_size": max_batch, "batch_wait_timeout_s": 0.005}
+    with serve_embedder(threads, user_config) as url:
+        drive(url, [{"texts": [t]} for t in warm_texts], n_clients)
+        batches = [
+            {"texts": batch_texts[i : i + per_request]} for i in range(0, len(batch_texts), per_request)
+        ]
+        served_req = drive(url, batches, clients=max(2, 2 * max_batch // per_request))
+        served_batch = served_req * per_request
+        single = drive(url, [{"texts": [t]} for t in single_texts], n_clients)
+
+    url_redis = redis_url or os.environ.get("HYBRIDMEM_REDIS__URL") or "redis://127.0.0.1:6379"
+    cache_hit = measure_cache_hits(batch_texts, threads, url_redis)
+
+    return {
+        "raw_sent_per_s": round(raw, 1),
+        "raw_best_batch_size": raw_bs,
+        "served_batch_sent_per_s": round(served_batch, 1),
+        "ratio_batch": round(served_batch / raw, 3),
+        "single_req_per_s": round(single, 1),
+        "plain_fastapi_req_per_s": round(plain, 1),
+        "ratio_single": round(single / plain, 3),
+        "cache_hit_sent_per_s": round(cache_hit, 1),
+        "ratio_cache": round(cache_hit / raw, 2),
+        "texts_per_batch_request": per_request,
+        "serve_max_batch_size": max_batch,
+        "single_clients": n_clients,
+        "cpu_threads": threads,
+        "cpus": os.cpu_count(),
+    }
+
+
+def _main(argv: list[str]) -> int:
+    if argv[:1] == ["plain-server"]:
+        import uvicorn
+
+        port, threads = int(argv[1]), int(argv[2])
+        uvicorn.run(plain_app(threads), host="127.0.0.1", port=port, log_level="warning")
+        return 0
+    result = run(json="--json" in argv)
+    sys.stdout.write(jsonlib.dumps(result) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main(sys.argv[1:]))
