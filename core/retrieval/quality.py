@@ -97,3 +97,11 @@ def working_scores(
             scored.append((episode, overlap, pos))
     scored.sort(key=lambda t: (-t[1], -t[2]))
     return [(episode, score) for episode, score, _ in scored]
+
+
+def neighbour_window_text(turns: Sequence[str], index: int, *, before: int = 1, after: int = 1) -> str:
+    """``turns[index]`` with up to ``before``/``after`` neighbours around it, in time order (one text)."""
+    if not 0 <= index < len(turns):
+        raise IndexError(index)
+    lo, hi = max(0, index - before), min(len(turns), index + after + 1)
+    return " ".join(turns[lo:hi])
