@@ -99,6 +99,7 @@ class RetrievalSettings(BaseModel):
     lexical_neighbour_weight: float = Field(0.5, ge=0, le=1, description="Weight of neighbour-turn terms")
     chunk_sentences: int = Field(3, ge=1, description="Sentences per extra embedded chunk of long content")
     chunk_stride: int = Field(2, ge=1)
+    lexical_memories: bool = Field(True, description="Lexical tier also searches semantic-memory records")
     working_recent_n: int = Field(3, ge=0, description="Newest session turns the working tier always offers")
     tier_timeout_s: float = Field(2.0, gt=0, description="A tier slower than this is reported degraded")
 

@@ -25,11 +25,15 @@ from typing import Any
 import asyncpg
 
 from core.errors import InvalidInput, StoreUnavailable
-from core.models import Episode
+from core.models import Episode, MemoryRecord
 
 _COLS = (
     "e.id, e.tenant_id, e.agent_id, e.session_id, e.partition, e.role, e.kind, e.content, e.metadata, "
     "e.created_at, e.content_hash, e.consolidated_at"
+)
+_MEMORY_COLS = (
+    "e.id, e.tenant_id, e.agent_id, e.session_id, e.kind, e.content, e.metadata, e.source_ids, "
+    "e.model_version, e.created_at, e.updated_at"
 )
 _N_DOCS_TTL_S = 60.0
 
@@ -44,7 +48,7 @@ tq AS (
     FROM qlex
 ),
 cand AS (
-    SELECT e.id, {doc} AS doc FROM episodes e, tq WHERE e.tenant_id = $1 AND {match}{where}
+    SELECT e.id, {doc} AS doc FROM {table} e, tq WHERE e.tenant_id = $1 AND {match}{where}
 ),
 tf AS (
     SELECT c.id, u.lexeme, length(c.doc)::float8 AS dl,
@@ -66,11 +70,11 @@ scored AS (
     ORDER BY score DESC, tf.id
     LIMIT $3
 )
-SELECT {cols}, s.score FROM scored s JOIN episodes e ON e.id = s.id ORDER BY s.score DESC, e.id
+SELECT {cols}, s.score FROM scored s JOIN {table} e ON e.id = s.id ORDER BY s.score DESC, e.id
 """
 
 
-def _filters(filters: dict[str, Any] | None, args: list[Any]) -> str:
+def _filters(filters: dict[str, Any] | None, args: list[Any], *, memories: bool = False) -> str:
     """SQL predicates for agent_id, session_id, kind, created_after/before (half-open), metadata."""
     clauses: list[str] = []
     filters = filters or {}
@@ -88,6 +92,9 @@ def _filters(filters: dict[str, Any] | None, args: list[Any]) -> str:
     if meta:
         args.append(json.dumps(meta))
         clauses.append(f"e.metadata @> ${len(args)}::text::jsonb")
+    if memories and filters.get("model_version") is not None:
+        args.append(filters["model_version"])
+        clauses.append(f"e.model_version = ${len(args)}")
     return "".join(f" AND {c}" for c in clauses)
 
 
@@ -98,6 +105,17 @@ def _episode(row: asyncpg.Record) -> Episode:
         partition=row["partition"], role=row["role"], kind=row["kind"], content=row["content"],
         metadata=json.loads(meta) if isinstance(meta, str) else (meta or {}), created_at=row["created_at"],
         content_hash=row["content_hash"], consolidated_at=row["consolidated_at"],
+    )  # fmt: skip
+
+
+def _memory(row: asyncpg.Record) -> MemoryRecord:
+    meta = row["metadata"]
+    return MemoryRecord(
+        id=row["id"], tenant_id=row["tenant_id"], agent_id=row["agent_id"], session_id=row["session_id"],
+        kind=row["kind"], content=row["content"],
+        metadata=json.loads(meta) if isinstance(meta, str) else (meta or {}),
+        source_ids=list(row["source_ids"] or []), model_version=row["model_version"],
+        created_at=row["created_at"], updated_at=row["updated_at"],
     )  # fmt: skip
 
 
@@ -131,36 +149,50 @@ class PostgresBm25Search:
         except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             raise StoreUnavailable("postgres", type(exc).__name__) from exc
 
-    async def _tenant_size(self, conn: asyncpg.Connection, tenant_id: str) -> int:
-        """Episodes of the tenant (BM25's N), cached for a minute: IDF barely moves with N."""
-        cached = self._n_docs.get(tenant_id)
+    async def _tenant_size(self, conn: asyncpg.Connection, table: str, tenant_id: str) -> int:
+        """Rows of the tenant (BM25's N), cached for a minute: IDF barely moves with N."""
+        cached = self._n_docs.get(f"{table}:{tenant_id}")
         now = time.monotonic()
         if cached is not None and now - cached[0] < _N_DOCS_TTL_S:
             return cached[1]
         n = await conn.fetchval(
-            "SELECT count(*) FROM episodes WHERE tenant_id = $1", tenant_id, timeout=self._timeout_s
+            f"SELECT count(*) FROM {table} WHERE tenant_id = $1", tenant_id, timeout=self._timeout_s
         )
-        self._n_docs[tenant_id] = (now, int(n or 0))
+        self._n_docs[f"{table}:{tenant_id}"] = (now, int(n or 0))
         return int(n or 0)
+
+    async def _search(
+        self, table: str, cols: str, tenant_id: str, query: str, k: int, filters: dict[str, Any] | None
+    ) -> list[asyncpg.Record]:
+        if k <= 0 or not query.strip():
+            return []
+        args: list[Any] = [tenant_id, query, k, self._neighbour_weight, self._k1, self._b, 0]
+        where = _filters(filters, args, memories=table == "memory_records")
+        if self._use_context and table == "episodes":
+            doc, match = "coalesce(e.ctx_tsv, e.tsv)", "(e.tsv @@ tq.q OR e.ctx_tsv @@ tq.q)"
+        else:
+            doc, match = "e.tsv", "e.tsv @@ tq.q"
+        sql = _SEARCH.format(table=table, doc=doc, match=match, where=where, cols=cols)
+        with self._translate():
+            async with self._pool.acquire(timeout=self._timeout_s) as conn:
+                args[6] = await self._tenant_size(conn, table, tenant_id)
+                rows: list[asyncpg.Record] = await conn.fetch(sql, *args, timeout=self._timeout_s)
+        return rows
 
     async def search_text(
         self, *, tenant_id: str, query: str, k: int, filters: dict[str, Any] | None = None
     ) -> list[tuple[Episode, float]]:
         """The ``k`` best episodes for ``query`` by BM25, with their scores, best first."""
-        if k <= 0 or not query.strip():
-            return []
-        args: list[Any] = [tenant_id, query, k, self._neighbour_weight, self._k1, self._b, 0]
-        where = _filters(filters, args)
-        if self._use_context:
-            doc, match = "coalesce(e.ctx_tsv, e.tsv)", "(e.tsv @@ tq.q OR e.ctx_tsv @@ tq.q)"
-        else:
-            doc, match = "e.tsv", "e.tsv @@ tq.q"
-        sql = _SEARCH.format(doc=doc, match=match, where=where, cols=_COLS)
-        with self._translate():
-            async with self._pool.acquire(timeout=self._timeout_s) as conn:
-                args[6] = await self._tenant_size(conn, tenant_id)
-                rows = await conn.fetch(sql, *args, timeout=self._timeout_s)
+        rows = await self._search("episodes", _COLS, tenant_id, query, k, filters)
         return [(_episode(r), float(r["score"])) for r in rows]
+
+    async def search_memories_text(
+        self, *, tenant_id: str, query: str, k: int, filters: dict[str, Any] | None = None
+    ) -> list[tuple[MemoryRecord, float]]:
+        """The ``k`` best semantic-memory records for ``query`` by BM25 (filters as episodes, plus
+        model_version)."""
+        rows = await self._search("memory_records", _MEMORY_COLS, tenant_id, query, k, filters)
+        return [(_memory(r), float(r["score"])) for r in rows]
 
     async def rebuild_session_context(
         self, *, tenant_id: str, session_id: str, before: int = 2, after: int = 2

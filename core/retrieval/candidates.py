@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from core.models import Episode, ScoredSnippet, Tier, VectorHit
+from core.models import Episode, MemoryRecord, ScoredSnippet, Tier, VectorHit
 
 # Tier that a merged candidate is shown under when several found it (durable record first).
 _TIER_PRECEDENCE = {Tier.EPISODIC: 0, Tier.WORKING: 1, Tier.SEMANTIC: 2}
@@ -68,6 +68,16 @@ def from_episode(episode: Episode, *, tier: Tier, raw_score: float, rank: int) -
         scores={tier.value: raw_score}, source_ids=[str(episode.id)], kind=episode.kind,
         agent_id=episode.agent_id, session_id=episode.session_id, created_at=episode.created_at,
         metadata=dict(episode.metadata) | {"role": episode.role.value},
+    )  # fmt: skip
+
+
+def from_memory(record: MemoryRecord, *, raw_score: float, rank: int) -> Candidate:
+    """A semantic-memory record found lexically; shares its key with the record's vector point."""
+    return Candidate(
+        key=f"memory:{record.id}", tier=Tier.EPISODIC, content=record.content, raw_score=raw_score, rank=rank,
+        scores={Tier.EPISODIC.value: raw_score}, source_ids=[str(record.id), *record.source_ids],
+        kind=record.kind, agent_id=record.agent_id, session_id=record.session_id,
+        created_at=record.created_at, metadata=dict(record.metadata) | {"record_type": "memory"},
     )  # fmt: skip
 
 

@@ -19,9 +19,9 @@ from pydantic import Field
 
 from core.embedding.types import TextEmbedder
 from core.errors import EmbeddingError, InvalidInput, StoreUnavailable
-from core.models import Episode, Frozen, ScoredSnippet, Tier, VectorHit
+from core.models import Episode, Frozen, MemoryRecord, ScoredSnippet, Tier, VectorHit
 from core.ports import VectorIndex, WorkingStore
-from core.retrieval.candidates import Candidate, episode_key, from_episode, from_vector_hit
+from core.retrieval.candidates import Candidate, episode_key, from_episode, from_memory, from_vector_hit
 from core.retrieval.diversity import drop_near_duplicates, mmr_order, text_similarity
 from core.retrieval.fusion import apply_recency, rank_keys, rrf_fuse, weighted_fuse
 from core.retrieval.packing import pack_context
@@ -42,6 +42,14 @@ class LexicalSearcher(Protocol):
     async def search_text(
         self, *, tenant_id: str, query: str, k: int, filters: dict[str, Any] | None
     ) -> list[tuple[Episode, float]]: ...
+
+
+class MemoryLexicalSearcher(Protocol):
+    """Optional: lexical search over semantic-memory records (used when the lexical searcher has it)."""
+
+    async def search_memories_text(
+        self, *, tenant_id: str, query: str, k: int, filters: dict[str, Any] | None
+    ) -> list[tuple[MemoryRecord, float]]: ...
 
 
 class SearchResult(Frozen):
@@ -229,10 +237,28 @@ class HybridRetriever:
         text = lexical_query(query)
         if not text:
             return []
-        found = await self._lexical.search_text(tenant_id=tenant_id, query=text, k=depth, filters=filters)
+        episodes = self._lexical.search_text(tenant_id=tenant_id, query=text, k=depth, filters=filters)
+        memories_fn = getattr(self._lexical, "search_memories_text", None)
+        if not (self._settings.lexical_memories and callable(memories_fn)):
+            found = await episodes
+            return [
+                from_episode(ep, tier=Tier.EPISODIC, raw_score=score, rank=i)
+                for i, (ep, score) in enumerate(found)
+            ]
+        searcher: MemoryLexicalSearcher = self._lexical  # type: ignore[assignment]
+        found, memories = await asyncio.gather(
+            episodes, searcher.search_memories_text(tenant_id=tenant_id, query=text, k=depth, filters=filters)
+        )
+        # Both lists are BM25 scores of the same query, so one ranking by score is fair.
+        merged: list[tuple[float, Episode | MemoryRecord]] = [(s, e) for e, s in found] + [
+            (s, m) for m, s in memories
+        ]
+        merged.sort(key=lambda pair: -pair[0])
         return [
-            from_episode(ep, tier=Tier.EPISODIC, raw_score=score, rank=i)
-            for i, (ep, score) in enumerate(found)
+            from_episode(item, tier=Tier.EPISODIC, raw_score=score, rank=i)
+            if isinstance(item, Episode)
+            else from_memory(item, raw_score=score, rank=i)
+            for i, (score, item) in enumerate(merged[:depth])
         ]
 
     async def _recent(self, *, tenant_id: str, query: str, filters: dict[str, Any]) -> list[Candidate]:

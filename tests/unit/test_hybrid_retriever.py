@@ -197,3 +197,26 @@ async def test_unknown_tier_is_invalid_input() -> None:
     retriever, *_ = await _setup()
     with pytest.raises(Exception, match="tiers"):
         await retriever.search(tenant_id="t1", query="x", tiers=["graph"])
+
+
+async def test_lexical_tier_also_finds_memory_records() -> None:
+    from core.models import MemoryRecord
+
+    retriever, store, *_ = await _setup()
+    record = MemoryRecord(
+        id=uuid.uuid4(),
+        tenant_id="t1",
+        agent_id="a1",
+        kind="fact",
+        content="Caroline's passport number ends in 7731",
+        created_at=T0,
+        updated_at=T0,
+    )
+    await store.upsert_memories([record])
+    found = await retriever.search(tenant_id="t1", query="passport number", k=3, mode="lexical")
+    assert found.snippets[0].source_ids[0] == str(record.id)
+    assert found.snippets[0].metadata["record_type"] == "memory"
+    off = retriever._settings.model_copy(update={"lexical_memories": False})
+    retriever._settings = off
+    found = await retriever.search(tenant_id="t1", query="passport number", k=3, mode="lexical")
+    assert all(s.source_ids[0] != str(record.id) for s in found.snippets)
