@@ -16,7 +16,7 @@ from deployments.http.api import create_api
 from deployments.retriever import HandleRetriever
 
 
-@serve.deployment(max_ongoing_requests=512, ray_actor_options={"num_cpus": 0.5})
+@serve.deployment(max_ongoing_requests=512, ray_actor_options={"num_cpus": 0.25})
 @serve.ingress()
 class Ingress:
     """Opens its stores in the ASGI lifespan (closed on replica shutdown); peers arrive as handles."""

@@ -26,7 +26,7 @@ def _filters(body: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-@serve.deployment(max_ongoing_requests=256, ray_actor_options={"num_cpus": 0.5})
+@serve.deployment(max_ongoing_requests=256, ray_actor_options={"num_cpus": 0.25})
 class Retriever:
     """Embeds the query through the Embedder's handle (same model version as the collection)."""
 

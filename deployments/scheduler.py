@@ -28,7 +28,7 @@ from deployments.embedder import HandleEmbedder
 log = logging.getLogger(__name__)
 
 
-@serve.deployment(num_replicas=1, max_ongoing_requests=64, ray_actor_options={"num_cpus": 0.25})
+@serve.deployment(num_replicas=1, max_ongoing_requests=64, ray_actor_options={"num_cpus": 0.1})
 class ConsolidationScheduler:
     """Single replica: the run lock here plus per-partition advisory locks in Postgres."""
 

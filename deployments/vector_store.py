@@ -21,7 +21,7 @@ from core.stores.vector_factory import open_vector_index
 from deployments.remote import call
 
 
-@serve.deployment(num_replicas=1, max_ongoing_requests=512, ray_actor_options={"num_cpus": 0.5})
+@serve.deployment(num_replicas=1, max_ongoing_requests=512, ray_actor_options={"num_cpus": 0.25})
 class VectorStore:
     """Hosts one VectorIndex; methods mirror core.ports.VectorIndex."""
 
