@@ -19,7 +19,7 @@ from ray.serve.handle import DeploymentHandle
 
 from core.consolidation.runner import run_consolidation
 from core.consolidation.runs import RunStore
-from core.errors import Conflict, InvalidInput, NotFound
+from core.errors import Conflict, HybridMemError, InvalidInput, NotFound
 from core.resources import postgres_pool
 from core.settings import load_settings
 from deployments.context import vector_index_for
@@ -90,8 +90,11 @@ class ConsolidationScheduler:
                     vectors=self._vectors,
                     embedder=self._embedder,
                 )
-            except Exception:
+            except Exception as exc:  # record it on the run: a run must never stay "running" forever
                 log.exception("consolidation run %s failed", run_id)
+                with contextlib.suppress(HybridMemError):
+                    await self._runs.add_error(run_id, partition=None, error=f"{type(exc).__name__}: {exc}")
+                    await self._runs.finish(run_id, status="failed")
             finally:
                 self._current = None
 
