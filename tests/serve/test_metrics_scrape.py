@@ -14,6 +14,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from core.ids import partition_of
 from tests.serve.conftest import AppServer
 
 pytestmark = pytest.mark.serve
@@ -71,12 +72,14 @@ def test_traffic_moves_counters_and_histograms_on_rays_endpoint(app_server: AppS
         assert r.status_code == 201, r.text
         assert "obs-request-1" in r.headers["x-request-id"]
     with app_server.client("a_admin") as admin:
-        run = admin.post("/v1/admin/consolidations", json={}).json()
-        run_id = run["id"]
-        deadline = time.monotonic() + 120
-        while admin.get(f"/v1/admin/consolidations/{run_id}").json()["status"] == "running":
-            assert time.monotonic() < deadline, "consolidation did not finish"
+        n_partitions = app_server.settings.get("consolidation", {}).get("n_partitions", 16)
+        partition = partition_of(app_server.tenants["a"], session, n_partitions)
+        run = admin.post("/v1/admin/consolidations", json={"partitions": [partition]}).json()
+        deadline = time.monotonic() + 240
+        while (record := admin.get(f"/v1/admin/consolidations/{run['id']}").json())["status"] == "running":
+            assert time.monotonic() < deadline, f"consolidation did not finish: {record}"
             time.sleep(0.5)
+        assert record["status"] == "succeeded", record
     with app_server.client("a_rw") as client:
         for _ in range(3):
             body = {"query": "when is the deploy window?", "filters": {"session_id": session}}
