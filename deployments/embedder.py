@@ -84,7 +84,7 @@ class Embedder:
         self.batch_wait_timeout_s = emb.batch_wait_timeout_s
         self._batcher.set_max_batch_size(emb.max_batch_size)
         self._batcher.set_batch_wait_timeout_s(emb.batch_wait_timeout_s)
-        self._recent_batches: collections.deque[tuple[int, int]] = collections.deque(maxlen=512)
+        self._recent_batches: collections.deque[tuple[int, int, float]] = collections.deque(maxlen=512)
         self._redis: aioredis.Redis | None = None
         self._front: TextEmbedder = _BatchedModel(self)
         if emb.cache_enabled and self._settings.redis.url:
@@ -123,8 +123,9 @@ class Embedder:
     async def _embed_batch(self, requests: list[list[str]]) -> list[EmbedResult]:
         """One model call for every text queued by concurrent callers; results split back per caller."""
         flat = [t for texts in requests for t in texts]
-        self._recent_batches.append((len(requests), len(flat)))
+        started = time.perf_counter()
         result = await self._model.embed(flat)
+        self._recent_batches.append((len(requests), len(flat), time.perf_counter() - started))
         out: list[EmbedResult] = []
         start = 0
         counts = result.token_counts or [0] * len(flat)
@@ -167,7 +168,7 @@ class Embedder:
         }
 
     async def batch_stats(self) -> dict[str, Any]:
-        """Recently observed batches: (requests, texts) per model call; for tests and tuning."""
+        """Recently observed batches: (requests, texts, model seconds) per model call; tests and tuning."""
         batches = list(self._recent_batches)
         return {
             "batches": batches,

@@ -94,8 +94,8 @@ def test_concurrent_requests_are_batched_and_user_config_retunes(serve_port: int
     results = _fire(handle, 32)
     assert all(len(r.vectors) == 1 and len(r.vectors[0]) == 384 for r in results)
     stats = handle.batch_stats.remote().result()
-    assert max(requests for requests, _ in stats["batches"]) > 1, stats
-    assert sum(texts for _, texts in stats["batches"]) == 32
+    assert max(requests for requests, *_ in stats["batches"]) > 1, stats
+    assert sum(texts for _, texts, _ in stats["batches"]) == 32
 
     # Retune at run time: same replica (user_config only), smaller batches from now on.
     handle = _deploy({"max_batch_size": 4, "batch_wait_timeout_s": 0.05})
@@ -103,8 +103,8 @@ def test_concurrent_requests_are_batched_and_user_config_retunes(serve_port: int
     stats = handle.batch_stats.remote().result()
     assert stats["max_batch_size"] == 4
     later = stats["batches"][-6:]
-    assert sum(texts for _, texts in stats["batches"]) == 32 + 24, "the replica was restarted, not retuned"
-    assert all(texts <= 4 for _, texts in later) and max(texts for _, texts in later) > 1, later
+    assert sum(texts for _, texts, _ in stats["batches"]) == 32 + 24, "the replica was restarted, not retuned"
+    assert all(texts <= 4 for _, texts, _ in later) and max(texts for _, texts, _ in later) > 1, later
 
 
 def test_large_request_is_split_into_batches_and_matches_the_local_model(serve_port: int) -> None:
@@ -115,7 +115,7 @@ def test_large_request_is_split_into_batches_and_matches_the_local_model(serve_p
     texts = [f"note number {i} about the quarterly plan" for i in range(40)] + ["long " * 900]
     result = handle.embed.remote(texts).result(timeout_s=120)
     assert len(result.vectors) == 41 and result.truncated[-1] and not any(result.truncated[:-1])
-    assert all(texts_ <= 16 for _, texts_ in handle.batch_stats.remote().result()["batches"][-3:])
+    assert all(texts_ <= 16 for _, texts_, _ in handle.batch_stats.remote().result()["batches"][-3:])
     local = SentenceTransformerEmbedder(EmbeddingSettings(cpu_threads=1))
     try:
         np.testing.assert_allclose(result.vectors, local.encode(texts), atol=1e-5)
