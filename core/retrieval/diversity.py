@@ -43,19 +43,30 @@ def cosine(a: Sequence[float], b: Sequence[float]) -> float:
 
 def text_similarity(texts: Sequence[str], n: int = 2) -> Similarity:
     """A pairwise similarity over ``texts`` (Jaccard of word shingles), shingles computed once."""
-    sets = [shingles(t, n) for t in texts]
-    return lambda i, j: jaccard(sets[i], sets[j])
+    cache: dict[int, frozenset[str]] = {}
+
+    def shingled(i: int) -> frozenset[str]:  # lazily: dedupe and MMR look at the top few only
+        if i not in cache:
+            cache[i] = shingles(texts[i], n)
+        return cache[i]
+
+    return lambda i, j: jaccard(shingled(i), shingled(j))
 
 
 def vector_similarity(vectors: Sequence[Sequence[float]]) -> Similarity:
     return lambda i, j: cosine(vectors[i], vectors[j])
 
 
-def drop_near_duplicates(n_items: int, similarity: Similarity, *, threshold: float) -> list[int]:
+def drop_near_duplicates(
+    n_items: int, similarity: Similarity, *, threshold: float, limit: int | None = None
+) -> list[int]:
     """Indices to keep, in order: an item is dropped when it is at least ``threshold`` similar to an
-    item kept before it (items are given best first, so the better copy survives)."""
+    item kept before it (items are given best first, so the better copy survives). Stops once ``limit``
+    items are kept, so the cost is O(limit x items seen), not O(items²)."""
     kept: list[int] = []
     for i in range(n_items):
+        if limit is not None and len(kept) >= limit:
+            break
         if all(similarity(i, j) < threshold for j in kept):
             kept.append(i)
     return kept

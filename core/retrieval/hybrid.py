@@ -307,14 +307,21 @@ class HybridRetriever:
         order = [key for key in rank_keys(fused) if key in merged]
         texts = [merged[key].content for key in order]
         similarity = text_similarity(texts)
-        kept = drop_near_duplicates(len(order), similarity, threshold=cfg.dedupe_threshold)
-        if cfg.mmr_lambda < 1.0:
-            pool = kept[: max(k * 3, k)]
-            picked = mmr_order([fused[order[i]] for i in pool], lambda a, b: similarity(pool[a], pool[b]),
-                               lambda_=cfg.mmr_lambda, k=k)  # fmt: skip
-            chosen = [pool[i] for i in picked]
+        use_mmr = cfg.mmr_lambda < 1.0
+        # MMR picks k out of a pool of 2k deduplicated candidates; both steps stay O(k x pool).
+        kept = drop_near_duplicates(
+            len(order), similarity, threshold=cfg.dedupe_threshold, limit=2 * k if use_mmr else k
+        )
+        if use_mmr:
+            picked = mmr_order(
+                [fused[order[i]] for i in kept],
+                lambda a, b: similarity(kept[a], kept[b]),
+                lambda_=cfg.mmr_lambda,
+                k=k,
+            )
+            chosen = [kept[i] for i in picked]
         else:
-            chosen = kept[:k]
+            chosen = kept
         return [merged[order[i]].to_snippet(fused[order[i]]) for i in chosen]
 
 

@@ -49,3 +49,14 @@ def test_mmr_promotes_a_diverse_item_over_a_redundant_one() -> None:
 def test_cosine_handles_zero_vectors() -> None:
     assert cosine([0.0, 0.0], [1.0, 0.0]) == 0.0
     assert abs(cosine([1.0, 1.0], [2.0, 2.0]) - 1.0) < 1e-9
+
+
+def test_dedupe_stops_at_the_limit_without_looking_further() -> None:
+    seen: list[tuple[int, int]] = []
+
+    def sim(i: int, j: int) -> float:
+        seen.append((i, j))
+        return 0.0
+
+    assert drop_near_duplicates(1000, sim, threshold=0.9, limit=3) == [0, 1, 2]
+    assert max(max(pair) for pair in seen) == 2
