@@ -12,6 +12,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from core.errors import StoreUnavailable
+from core.instrumented_store import instrument_store
 from core.settings import Settings
 from core.stores.postgres_episodic import PostgresEpisodeStore, init_connection
 from core.stores.redis_working import RedisWorkingStore
@@ -64,10 +65,18 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
         stack.push_async_callback(client.aclose)
         pool = await postgres_pool(settings)
         stack.push_async_callback(pool.close)
-        working = RedisWorkingStore(
-            client,
-            prefix=settings.redis.key_prefix,
-            buffer_max_len=settings.redis.session_buffer_max_len,
-            buffer_ttl_s=settings.redis.session_buffer_ttl_s,
+        working = instrument_store(
+            RedisWorkingStore(
+                client,
+                prefix=settings.redis.key_prefix,
+                buffer_max_len=settings.redis.session_buffer_max_len,
+                buffer_ttl_s=settings.redis.session_buffer_ttl_s,
+            ),
+            "redis",
         )
-        yield Resources(redis=client, pool=pool, working=working, episodic=PostgresEpisodeStore(pool))
+        yield Resources(
+            redis=client,
+            pool=pool,
+            working=working,
+            episodic=instrument_store(PostgresEpisodeStore(pool), "postgres"),
+        )

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from core.embedding.types import TextEmbedder
-from core.errors import StoreUnavailable
 from core.settings import load_settings
 from deployments.context import api_context
 from deployments.http.api import create_api
+from deployments.metrics_backend import init_observability
 from deployments.retriever import HandleRetriever
 
 
@@ -30,13 +29,14 @@ class Ingress:
         scheduler: DeploymentHandle | None = None,
     ) -> None:
         self._settings = load_settings(settings)
+        init_observability(self._settings)
         self._embedder = embedder
         self._retriever = retriever
         self._vector_store = vector_store
         self._scheduler = scheduler
 
     def __serve_build_asgi_app__(self) -> FastAPI:
-        from deployments.http.deps import get_ctx, require
+        from deployments.http.deps import get_embedder, require
         from deployments.http.embeddings import build_embeddings_router
         from deployments.http.routes_admin import router as admin_router
         from deployments.http.routes_search import router as search_router
@@ -52,12 +52,6 @@ class Ingress:
                 admin=self._scheduler,
             )
 
-        def get_embedder(request: Request) -> TextEmbedder:
-            embedder = get_ctx(request).embedder
-            if embedder is None:
-                raise StoreUnavailable("embedder", "the Embedder deployment is not bound")
-            return embedder
-
         embeddings_router = build_embeddings_router(
             get_embedder,
             require("memory:read"),
@@ -68,6 +62,7 @@ class Ingress:
             context_factory,
             max_body_bytes=settings.limits.max_request_bytes,
             cors_origins=settings.auth.cors_origins,
+            behind_serve_proxy=True,
             extra_routers=(search_router, admin_router, embeddings_router),
         )
         return app

@@ -9,12 +9,14 @@ from typing import Any
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
+from core.metrics import METRICS, observe_retrieval
 from core.resources import open_resources
 from core.retrieval.hybrid import HybridRetriever
 from core.retrieval.tokens import HFTokenCounter, resolve_tokenizer_path
 from core.settings import load_settings
 from deployments.context import vector_index_for
 from deployments.embedder import HandleEmbedder
+from deployments.metrics_backend import init_observability
 from deployments.remote import call
 
 
@@ -37,6 +39,7 @@ class Retriever:
         vector_store: DeploymentHandle | None = None,
     ) -> None:
         self._settings = load_settings(settings)
+        init_observability(self._settings)
         self._stack = contextlib.AsyncExitStack()
         res = await self._stack.enter_async_context(open_resources(self._settings))
         vectors = await self._stack.enter_async_context(vector_index_for(self._settings, vector_store))
@@ -51,14 +54,16 @@ class Retriever:
         )
 
     async def search(self, tenant_id: str, body: dict[str, Any]) -> dict[str, Any]:
-        result = await self._core.search(
-            tenant_id=tenant_id,
-            query=body["query"],
-            k=body.get("k"),
-            filters=_filters(body),
-            tiers=body.get("tiers"),
-            mode=body.get("mode", "hybrid"),
-        )
+        with METRICS.retrieval_seconds.timer(endpoint="search"):
+            result = await self._core.search(
+                tenant_id=tenant_id,
+                query=body["query"],
+                k=body.get("k"),
+                filters=_filters(body),
+                tiers=body.get("tiers"),
+                mode=body.get("mode", "hybrid"),
+            )
+        observe_retrieval("search", result.snippets)
         return {
             "hits": result.snippets,
             "degraded": result.degraded,
@@ -67,14 +72,18 @@ class Retriever:
         }
 
     async def context(self, tenant_id: str, body: dict[str, Any]) -> dict[str, Any]:
-        result = await self._core.context(
-            tenant_id=tenant_id,
-            query=body["query"],
-            token_budget=body.get("token_budget"),
-            filters=_filters(body),
-            tier_quotas=body.get("tier_quotas"),
-            chronological=body.get("chronological", True),
-            mode=body.get("mode", "hybrid"),
+        with METRICS.retrieval_seconds.timer(endpoint="context"):
+            result = await self._core.context(
+                tenant_id=tenant_id,
+                query=body["query"],
+                token_budget=body.get("token_budget"),
+                filters=_filters(body),
+                tier_quotas=body.get("tier_quotas"),
+                chronological=body.get("chronological", True),
+                mode=body.get("mode", "hybrid"),
+            )
+        observe_retrieval(
+            "context", result.snippets, tokens_used=result.tokens_used, token_budget=result.token_budget
         )
         return {
             "context": result.context,

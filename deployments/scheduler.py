@@ -24,6 +24,7 @@ from core.resources import postgres_pool
 from core.settings import load_settings
 from deployments.context import vector_index_for
 from deployments.embedder import HandleEmbedder
+from deployments.metrics_backend import init_observability
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,7 @@ class ConsolidationScheduler:
         vector_store: DeploymentHandle | None = None,
     ) -> None:
         self._settings = load_settings(settings)
+        init_observability(self._settings)
         self._stack = contextlib.AsyncExitStack()
         pool = await postgres_pool(self._settings)
         self._stack.push_async_callback(pool.close)

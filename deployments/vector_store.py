@@ -18,6 +18,7 @@ from ray.serve.handle import DeploymentHandle
 from core.models import JsonDict, ModelVersion, VectorHit, VectorPoint
 from core.settings import load_settings
 from core.stores.vector_factory import open_vector_index
+from deployments.metrics_backend import init_observability
 from deployments.remote import call
 
 
@@ -27,6 +28,7 @@ class VectorStore:
 
     async def __init__(self, settings: dict[str, Any] | None = None) -> None:
         self._settings = load_settings(settings)
+        init_observability(self._settings)
         self._stack = contextlib.AsyncExitStack()
         self._index = await self._stack.enter_async_context(open_vector_index(self._settings))
 

@@ -9,6 +9,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from qdrant_client import AsyncQdrantClient
 
 from core.errors import StoreUnavailable
+from core.instrumented_store import instrument_store
 from core.ports import VectorIndex
 from core.settings import Settings
 from core.stores.edge_index import EdgeVectorIndex
@@ -52,4 +53,4 @@ async def open_vector_index(settings: Settings) -> AsyncIterator[VectorIndex]:
             stack.push_async_callback(client.close)
             index = QdrantVectorIndex(client, settings=q)
         logger.info("vector index backend: %s", backend)
-        yield index
+        yield instrument_store(index, "qdrant")

@@ -16,6 +16,9 @@ from fastapi.responses import JSONResponse
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 
 from core import __version__
+from core.logs import request_scope
+from core.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from core.metrics import observe_http, render_latest
 from deployments.http import routes_episodes, routes_state
 from deployments.http.deps import ApiContext, Ctx, Reader
 from deployments.http.errors import error_body, install_error_handlers
@@ -28,9 +31,10 @@ ContextFactory = Callable[[], AbstractAsyncContextManager[ApiContext]]
 class RequestIdMiddleware(BaseHTTPMiddleware):
     """Propagates (or mints) X-Request-ID and refuses bodies over the configured size."""
 
-    def __init__(self, app: FastAPI, *, max_body_bytes: int) -> None:
+    def __init__(self, app: FastAPI, *, max_body_bytes: int, echo_request_id: bool = True) -> None:
         super().__init__(app)
         self._max = max_body_bytes
+        self._echo = echo_request_id  # Serve's proxy already echoes X-Request-ID
 
     async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
         rid = request.headers.get("x-request-id") or uuid.uuid4().hex
@@ -45,9 +49,12 @@ class RequestIdMiddleware(BaseHTTPMiddleware):
             )
         else:
             start = time.perf_counter()
-            resp = await call_next(request)
+            with request_scope(rid):
+                resp = await call_next(request)
+            observe_http(request.scope, request.method, resp.status_code, time.perf_counter() - start)
             resp.headers["X-Response-Time-ms"] = f"{(time.perf_counter() - start) * 1000:.1f}"
-        resp.headers["X-Request-ID"] = rid
+        if self._echo:
+            resp.headers["X-Request-ID"] = rid
         return resp
 
 
@@ -57,6 +64,7 @@ def create_api(
     max_body_bytes: int = 16 * 1024 * 1024,
     extra_routers: tuple[Any, ...] = (),
     cors_origins: list[str] | None = None,
+    behind_serve_proxy: bool = False,
 ) -> FastAPI:
     """Build the app; ``context_factory`` opens all resources in the lifespan and closes them after."""
 
@@ -73,12 +81,18 @@ def create_api(
         "and semantic (Qdrant) tiers behind one API. Authenticate with `Authorization: Bearer <key>`.",
         lifespan=lifespan,
     )
-    app.add_middleware(RequestIdMiddleware, max_body_bytes=max_body_bytes)
+    app.add_middleware(
+        RequestIdMiddleware, max_body_bytes=max_body_bytes, echo_request_id=not behind_serve_proxy
+    )
     if cors_origins:  # off unless origins are configured explicitly
         app.add_middleware(
             CORSMiddleware, allow_origins=cors_origins, allow_methods=["*"], allow_headers=["*"]
         )
     install_error_handlers(app)
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        return Response(render_latest(), media_type=METRICS_CONTENT_TYPE)
 
     @app.get("/healthz", tags=["ops"], summary="Liveness: the process answers")
     async def healthz() -> dict[str, str]:

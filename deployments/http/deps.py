@@ -12,7 +12,7 @@ from fastapi import Depends, Header, Request
 
 from core.auth import ApiKeyAuthenticator, Principal
 from core.embedding.types import TextEmbedder
-from core.errors import InvalidInput
+from core.errors import InvalidInput, StoreUnavailable
 from core.ratelimit import TokenBucketLimiter
 from core.service import HybridMemoryService
 from core.settings import Scope, Settings
@@ -38,6 +38,14 @@ def get_ctx(request: Request) -> ApiContext:
 
 
 Ctx = Annotated[ApiContext, Depends(get_ctx)]
+
+
+def get_embedder(request: Request) -> TextEmbedder:
+    """The replica's embedder (the Embedder deployment's handle adapter)."""
+    embedder = get_ctx(request).embedder
+    if embedder is None:
+        raise StoreUnavailable("embedder", "the Embedder deployment is not bound")
+    return embedder
 
 
 def _principal(
