@@ -22,6 +22,7 @@ from core.settings import EmbeddingSettings
 log = logging.getLogger(__name__)
 
 PACKAGED_MODEL = "all-MiniLM-L6-v2"
+PADDING_SLACK = 0.25  # a micro-batch may hold at most 25% padding tokens (beyond its real tokens)
 
 
 def resolve_model_dir(model: str) -> tuple[str, Path]:
@@ -112,18 +113,46 @@ class SentenceTransformerEmbedder:
 
     def encode(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
         """Normalised float32 vectors, shape (len(texts), dimension); blocking (benchmarks, jobs)."""
-        if not texts:
-            return np.zeros((0, self.version.dimension), dtype=np.float32)
-        out = self._model.encode(
-            list(texts),
-            batch_size=self._settings.encode_batch_size,
-            normalize_embeddings=True,
-            convert_to_numpy=True,
-            show_progress_bar=False,
-        )
+        return self._encode(texts, self.token_lengths(texts))
+
+    def micro_batches(self, lengths: Sequence[int]) -> list[list[int]]:
+        """Indices grouped by similar token length, at most ``encode_batch_size`` each.
+
+        A served batch mixes callers' texts of any length; padding them all to the longest wastes
+        most of a CPU's time on short texts. Sorted groups stop growing when padding would exceed
+        ``PADDING_SLACK`` of the real tokens.
+        """
+        limit = self._settings.encode_batch_size
+        groups: list[list[int]] = []
+        current: list[int] = []
+        tokens = 0
+        for i in sorted(range(len(lengths)), key=lambda j: lengths[j]):
+            n = min(lengths[i], self.max_seq_length)
+            if current and (
+                len(current) >= limit or n * (len(current) + 1) > (tokens + n) * (1 + PADDING_SLACK)
+            ):
+                groups.append(current)
+                current, tokens = [], 0
+            current.append(i)
+            tokens += n
+        if current:
+            groups.append(current)
+        return groups
+
+    def _encode(self, texts: Sequence[str], lengths: Sequence[int]) -> npt.NDArray[np.float32]:
+        out = np.zeros((len(texts), self.version.dimension), dtype=np.float32)
+        for group in self.micro_batches(lengths):
+            vectors = self._model.encode(
+                [texts[i] for i in group],
+                batch_size=len(group),
+                normalize_embeddings=True,
+                convert_to_numpy=True,
+                show_progress_bar=False,
+            )
+            out[group] = np.asarray(vectors, dtype=np.float32)
         self.model_calls += 1
         self.texts_embedded += len(texts)
-        return np.asarray(out, dtype=np.float32)
+        return out
 
     def embed_sync(self, texts: Sequence[str]) -> EmbedResult:
         """Blocking embed with truncation flags; what :meth:`embed` runs on the worker thread."""
@@ -135,7 +164,7 @@ class SentenceTransformerEmbedder:
         METRICS.embedding_batch_size.observe(len(texts), backend=backend)
         try:
             with METRICS.embedding_seconds.timer(backend=backend):
-                vectors = self.encode(texts)
+                vectors = self._encode(texts, lengths)
         except Exception:
             METRICS.embedding_errors_total.inc(backend=backend)
             raise

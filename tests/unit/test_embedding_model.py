@@ -97,3 +97,16 @@ def test_unknown_model_raises_model_unavailable(tmp_path) -> None:  # type: igno
     empty_dir.mkdir()
     with pytest.raises(ModelUnavailable):
         SentenceTransformerEmbedder(EmbeddingSettings(model=str(empty_dir)))
+
+
+async def test_mixed_lengths_run_in_length_sorted_micro_batches(model: SentenceTransformerEmbedder) -> None:
+    texts = ["hi", "word " * 120, "ok then", "memory " * 30, "x", "word " * 118, "y z", "memory " * 31]
+    groups = model.micro_batches(model.token_lengths(texts))
+    assert sorted(i for g in groups for i in g) == list(range(len(texts)))
+    assert all(len(g) <= model._settings.encode_batch_size for g in groups)
+    lengths = model.token_lengths(texts)
+    for g in groups:  # a group never pads a short text up to a long one
+        assert max(lengths[i] for i in g) <= 1.25 * min(lengths[i] for i in g) + 4
+    result = await model.embed(texts)
+    one_by_one = np.vstack([model._model.encode([t], normalize_embeddings=True) for t in texts])
+    np.testing.assert_allclose(result.vectors, one_by_one, atol=1e-5)
