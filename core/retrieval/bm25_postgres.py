@@ -38,6 +38,8 @@ _MEMORY_COLS = (
 _N_DOCS_TTL_S = 60.0
 
 # $1 tenant, $2 query text, $3 k, $4 neighbour weight, $5 k1, $6 b, $7 number of documents; filters after.
+# Term frequencies: setweight(doc, 'c', query lexemes) + ts_filter keep only the query's lexemes, in C,
+# so only those are unnested (own text: weights A/D; neighbour text: weight B).
 _SEARCH = """
 WITH qlex AS (
     SELECT coalesce(array_agg(DISTINCT lexeme), '{{}}'::text[]) AS lx
@@ -48,16 +50,20 @@ tq AS (
     FROM qlex
 ),
 cand AS (
-    SELECT e.id, {doc} AS doc FROM {table} e, tq WHERE e.tenant_id = $1 AND {match}{where}
+    SELECT e.id, length(d.doc)::float8 AS dl,
+           ts_filter(setweight(ts_filter(d.doc, '{{a,d}}'), 'c', tq.lx), '{{c}}') AS own,
+           ts_filter(setweight(ts_filter(d.doc, '{{b}}'), 'c', tq.lx), '{{c}}') AS near
+    FROM {table} e CROSS JOIN tq CROSS JOIN LATERAL (SELECT {doc} AS doc) AS d
+    WHERE e.tenant_id = $1 AND {match}{where}
 ),
-tf AS (
-    SELECT c.id, u.lexeme, length(c.doc)::float8 AS dl,
-           coalesce(
-               (SELECT sum(CASE WHEN w = 'B' THEN $4::float8 ELSE 1.0 END) FROM unnest(u.weights) AS w), 1.0
-           ) AS tf
-    FROM cand c, unnest(c.doc) AS u, tq
-    WHERE u.lexeme = ANY (tq.lx)
+hits AS (
+    SELECT c.id, c.dl, u.lexeme, coalesce(array_length(u.positions, 1), 1)::float8 AS n
+    FROM cand c, unnest(c.own) AS u
+    UNION ALL
+    SELECT c.id, c.dl, u.lexeme, $4::float8 * coalesce(array_length(u.positions, 1), 1)
+    FROM cand c, unnest(c.near) AS u
 ),
+tf AS (SELECT id, dl, lexeme, sum(n) AS tf FROM hits GROUP BY id, dl, lexeme),
 df AS (SELECT lexeme, count(*)::float8 AS n FROM tf GROUP BY lexeme),
 avgdl AS (SELECT greatest(avg(dl), 1.0) AS v FROM (SELECT DISTINCT id, dl FROM tf) AS d),
 scored AS (
