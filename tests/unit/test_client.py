@@ -130,7 +130,9 @@ async def test_path_segments_are_escaped(make: Callable[..., Caller]) -> None:
 
 
 async def test_503_is_retried_honouring_retry_after(make: Callable[..., Caller]) -> None:
-    busy = error(503, "store_unavailable", "postgres is unavailable", {"Retry-After": "0.03"}, store="postgres")
+    busy = error(
+        503, "store_unavailable", "postgres is unavailable", {"Retry-After": "0.03"}, store="postgres"
+    )
     server = Recorder(busy, busy, httpx.Response(200, json=episode_json()))
     started = time.perf_counter()
     ep = await make(server)("get_episode", uuid.uuid4())
@@ -206,7 +208,12 @@ async def test_an_error_body_that_is_not_ours_still_maps(make: Callable[..., Cal
 async def test_every_call_carries_the_timeout(make: Callable[..., Caller]) -> None:
     server = Recorder(httpx.Response(200, json={"items": [], "next_cursor": None}))
     await make(server, timeout=1.5)("list_episodes", session_id="s")
-    assert server.requests[0].extensions["timeout"] == {"connect": 1.5, "read": 1.5, "write": 1.5, "pool": 1.5}
+    assert server.requests[0].extensions["timeout"] == {
+        "connect": 1.5,
+        "read": 1.5,
+        "write": 1.5,
+        "pool": 1.5,
+    }
 
 
 async def test_with_options_overrides_the_timeout_on_shared_connections() -> None:
