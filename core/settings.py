@@ -33,10 +33,10 @@ class RedisSettings(BaseModel):
 
 class PostgresSettings(BaseModel):
     dsn: str | None = Field(None, description="postgresql:// DSN; unset → an embedded Postgres is started")
-    pool_min_size: int = Field(1, ge=0)
-    pool_max_size: int = Field(10, ge=1)
+    pool_min_size: int = Field(1, ge=0, description="asyncpg pool: connections kept open")
+    pool_max_size: int = Field(10, ge=1, description="asyncpg pool: most connections per process")
     command_timeout_s: float = Field(10.0, gt=0, description="Timeout of every Postgres statement")
-    connect_timeout_s: float = Field(5.0, gt=0)
+    connect_timeout_s: float = Field(5.0, gt=0, description="Timeout of opening a connection")
 
 
 class QdrantSettings(BaseModel):
@@ -48,13 +48,13 @@ class QdrantSettings(BaseModel):
     path: Path | None = Field(None, description="Directory of the embedded store (default data_dir/qdrant)")
     collection_prefix: str = Field("hybridmem", description="Collections are {prefix}_{model version}")
     alias: str = Field("hybridmem_memories", description="Alias that points at the live collection")
-    distance: Literal["Cosine", "Dot", "Euclid"] = "Cosine"
-    hnsw_m: int = Field(16, ge=4)
-    hnsw_ef_construct: int = Field(100, ge=4)
-    search_ef: int = Field(128, ge=4)
-    shard_number: int = Field(1, ge=1)
-    replication_factor: int = Field(1, ge=1)
-    timeout_s: float = Field(10.0, gt=0)
+    distance: Literal["Cosine", "Dot", "Euclid"] = Field("Cosine", description="Distance of new collections")
+    hnsw_m: int = Field(16, ge=4, description="HNSW graph degree of new collections")
+    hnsw_ef_construct: int = Field(100, ge=4, description="HNSW build-time candidate list size")
+    search_ef: int = Field(128, ge=4, description="HNSW search-time candidate list size")
+    shard_number: int = Field(1, ge=1, description="Shards of new collections (server mode)")
+    replication_factor: int = Field(1, ge=1, description="Replicas of each shard (server mode)")
+    timeout_s: float = Field(10.0, gt=0, description="Timeout of every Qdrant call")
 
 
 class EmbeddingSettings(BaseModel):
@@ -67,24 +67,24 @@ class EmbeddingSettings(BaseModel):
     max_batch_size: int = Field(64, ge=1, description="@serve.batch max batch size")
     batch_wait_timeout_s: float = Field(0.005, ge=0, description="@serve.batch wait timeout")
     encode_batch_size: int = Field(64, ge=1, description="Batch size of one model call")
-    cache_enabled: bool = True
+    cache_enabled: bool = Field(True, description="Redis embedding cache in front of the model")
     cache_ttl_s: int = Field(30 * 24 * 3600, ge=1, description="Embedding cache entry TTL")
     ollama_url: str | None = Field(None, description="Ollama base URL used as fallback model host")
     ollama_model: str = Field("nomic-embed-text", description="Ollama embedding model for the fallback")
-    ollama_timeout_s: float = Field(30.0, gt=0)
+    ollama_timeout_s: float = Field(30.0, gt=0, description="Timeout of every Ollama call")
 
 
 class RetrievalSettings(BaseModel):
     # Defaults measured on ../shared/bench (LoCoMo recall@10, SciFact nDCG@10): calibrated score fusion
     # (per-tier min-max, equal weights) beat RRF on both; see core/retrieval/quality.py.
-    default_k: int = Field(10, ge=1)
-    fusion: Literal["rrf", "weighted"] = "weighted"
-    rrf_k: int = Field(60, ge=1)
+    default_k: int = Field(10, ge=1, description="Hits returned when a search gives no k")
+    fusion: Literal["rrf", "weighted"] = Field("weighted", description="How tier rankings are fused")
+    rrf_k: int = Field(60, ge=1, description="RRF rank constant (fusion=rrf)")
     recency_half_life_s: float | None = Field(None, gt=0, description="Recency decay half-life (off: None)")
     mmr_lambda: float = Field(0.7, ge=0, le=1, description="1.0 turns MMR off")
-    dedupe_threshold: float = Field(0.95, ge=0, le=1)
+    dedupe_threshold: float = Field(0.95, ge=0, le=1, description="Near-duplicate similarity")
     tokenizer: str | None = Field(None, description="Tokenizer for budgets (default: the embedding model's)")
-    default_token_budget: int = Field(2048, ge=1)
+    default_token_budget: int = Field(2048, ge=1, description="Context budget when none is given")
     fusion_weights: dict[str, float] = Field(
         default_factory=lambda: {"semantic": 1.0, "episodic": 1.0, "working": 0.5},
         description="Per-tier weight in fusion (tiers: semantic, episodic, working)",
@@ -93,12 +93,12 @@ class RetrievalSettings(BaseModel):
     candidate_k: int = Field(100, ge=1, description="Candidates fetched from each tier before fusion")
     recency_weight: float = Field(0.3, ge=0, le=1, description="Share of the score subject to recency decay")
     lexical_backend: Literal["bm25", "ts_rank"] = Field("bm25", description="Postgres lexical scoring")
-    bm25_k1: float = Field(0.9, gt=0)
-    bm25_b: float = Field(0.4, ge=0, le=1)
+    bm25_k1: float = Field(0.9, gt=0, description="BM25 term-frequency saturation")
+    bm25_b: float = Field(0.4, ge=0, le=1, description="BM25 length normalisation")
     lexical_neighbour_window: int = Field(2, ge=0, le=5, description="Turns each side scored with a turn")
     lexical_neighbour_weight: float = Field(0.5, ge=0, le=1, description="Weight of neighbour-turn terms")
     chunk_sentences: int = Field(3, ge=1, description="Sentences per extra embedded chunk of long content")
-    chunk_stride: int = Field(2, ge=1)
+    chunk_stride: int = Field(2, ge=1, description="Sentences between chunk starts")
     lexical_memories: bool = Field(True, description="Lexical tier also searches semantic-memory records")
     working_recent_n: int = Field(3, ge=0, description="Newest session turns the working tier always offers")
     tier_timeout_s: float = Field(2.0, gt=0, description="A tier slower than this is reported degraded")
@@ -108,13 +108,13 @@ class LimitSettings(BaseModel):
     max_content_chars: int = Field(32_768, ge=1, description="Largest episode/memory content")
     max_batch_items: int = Field(1_000, ge=1, description="Most items in one batch request")
     max_metadata_bytes: int = Field(16_384, ge=2, description="Largest metadata object (JSON bytes)")
-    max_metadata_depth: int = Field(5, ge=1)
-    min_ttl_s: int = Field(1, ge=1)
-    max_ttl_s: int = Field(30 * 24 * 3600, ge=1)
-    max_token_budget: int = Field(32_768, ge=1)
-    max_query_chars: int = Field(4_096, ge=1)
-    max_id_chars: int = Field(256, ge=1)
-    max_request_bytes: int = Field(16 * 1024 * 1024, ge=1024)
+    max_metadata_depth: int = Field(5, ge=1, description="Deepest metadata nesting")
+    min_ttl_s: int = Field(1, ge=1, description="Shortest scratchpad TTL")
+    max_ttl_s: int = Field(30 * 24 * 3600, ge=1, description="Longest scratchpad TTL")
+    max_token_budget: int = Field(32_768, ge=1, description="Largest context token budget")
+    max_query_chars: int = Field(4_096, ge=1, description="Longest search query")
+    max_id_chars: int = Field(256, ge=1, description="Longest agent/session/client id")
+    max_request_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="Largest request body (413 above)")
 
 
 class ApiKeySpec(BaseModel):
@@ -135,21 +135,21 @@ class AuthSettings(BaseModel):
         default_factory=list, description="JSON list of {key_sha256, tenant_id, scopes}"
     )
     rate_limit_per_s: float | None = Field(None, gt=0, description="Requests/s per key (off: None)")
-    rate_limit_burst: int = Field(100, ge=1)
+    rate_limit_burst: int = Field(100, ge=1, description="Token-bucket size per key")
     cors_origins: list[str] = Field(default_factory=list, description="CORS allowed origins (off when empty)")
 
 
 class ConsolidationSettings(BaseModel):
     n_partitions: int = Field(16, ge=1, le=4096, description="Episode partitions; fixed once data exists")
     enabled: bool = Field(True, description="Run consolidation on an interval while the app runs")
-    interval_s: float = Field(60.0, gt=0)
+    interval_s: float = Field(60.0, gt=0, description="Seconds between scheduled runs")
     parallelism: int = Field(2, ge=1, description="Partitions processed at once")
-    batch_size: int = Field(256, ge=1)
+    batch_size: int = Field(256, ge=1, description="Episodes per consolidation batch")
     summary_window_s: int = Field(3600, ge=1, description="Summaries cover one session per time window")
-    ollama_summary_url: str | None = None
-    ollama_summary_model: str = "llama3.2"
+    ollama_summary_url: str | None = Field(None, description="Ollama URL (unset: extractive)")
+    ollama_summary_model: str = Field("llama3.2", description="Ollama model for summaries")
     retention_days: int | None = Field(None, ge=1, description="Archive episodes older than this (off: None)")
-    idle_session_days: int = Field(30, ge=1)
+    idle_session_days: int = Field(30, ge=1, description="Days without writes before a session is idle")
 
 
 class Settings(BaseSettings):
@@ -163,7 +163,7 @@ class Settings(BaseSettings):
     data_dir: Path = Field(Path(".hybridmem"), description="Where embedded servers and stores keep data")
     log_level: str = Field("INFO", description="Python log level")
     log_json: bool = Field(True, description="Structured JSON logs")
-    request_timeout_s: float = Field(30.0, gt=0)
+    request_timeout_s: float = Field(30.0, gt=0, description="End-to-end budget of one API request")
     redis: RedisSettings = Field(default_factory=RedisSettings)
     postgres: PostgresSettings = Field(default_factory=PostgresSettings)
     qdrant: QdrantSettings = Field(default_factory=QdrantSettings)
