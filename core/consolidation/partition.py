@@ -7,10 +7,11 @@ partition instead of waiting):
 2. select unconsolidated episodes after the partition checkpoint in (created_at, id) batches, then the
    late arrivals at or before it (client-dated or drained episodes);
 3. dedupe by (tenant, session, content hash): one point per distinct content, the first one wins;
-4. summarise each touched session window; embed the episodes (with their neighbour turns) and summaries;
+4. summarise each touched session window; embed the episodes (each turn alone: neighbour text hurts the
+   dense side, see core.retrieval.quality) and the summaries;
 5. upsert Qdrant with deterministic ids (a replay overwrites), drop points of duplicates;
-6. in ONE transaction: mark the batch consolidated, write summary records, advance the checkpoint,
-   add the run's per-partition counts.
+6. in ONE transaction: mark the batch consolidated, write summary records, refresh the neighbour-context
+   full-text column (``ctx_tsv``) around the batch, advance the checkpoint, add the run's counts.
 
 Exactly-once effect: a crash anywhere before step 6 leaves the batch unmarked, so the next run redoes it
 and overwrites the same points; after step 6 nothing is redone. ``fault`` is the seam tests use to crash
@@ -38,7 +39,6 @@ from core.ids import deterministic_id
 from core.models import Episode, MemoryRecord, ModelVersion, VectorPoint
 from core.points import episode_point, payload, point_id
 from core.ports import EpisodicStore, VectorIndex
-from core.retrieval.quality import neighbour_window_text
 from core.settings import ConsolidationSettings
 
 log = logging.getLogger(__name__)
@@ -111,10 +111,6 @@ def summary_point(record: MemoryRecord, vector: Sequence[float], version: ModelV
     )  # fmt: skip
 
 
-def _render(turn: ContextTurn) -> str:
-    return f"{turn.speaker}: {turn.content}" if turn.speaker else turn.content
-
-
 async def drain_buffers(
     buffers: DrainableBuffers, episodic: EpisodicStore, partition: int, *, max_len: int
 ) -> int:
@@ -143,7 +139,7 @@ class _PartitionRun:
         run_id: uuid.UUID,
         stores: PartitionStores,
         settings: ConsolidationSettings,
-        neighbour_window: int,
+        context_window: int,
         timeout_s: float,
         fault: FaultHook,
         result: PartitionResult,
@@ -154,7 +150,7 @@ class _PartitionRun:
         self.run_id = run_id
         self.stores = stores
         self.settings = settings
-        self.window = neighbour_window
+        self.window = context_window
         self.timeout_s = timeout_s
         self.fault = fault
         self.result = result
@@ -198,7 +194,7 @@ class _PartitionRun:
             self.conn, spans, before=self.window, after=self.window, timeout_s=self.timeout_s
         )
         summaries = await self._summaries(canon, context)
-        texts = [self._episode_text(ep, context) for ep in canon] + [m.content for m in summaries]
+        texts = [ep.content for ep in canon] + [m.content for m in summaries]
         t0 = time.perf_counter()
         embedded = await self.stores.embedder.embed(texts) if texts else None
         self.result.embed_seconds += time.perf_counter() - t0
@@ -223,6 +219,8 @@ class _PartitionRun:
             marked = await queries.commit_batch(
                 self.conn, partition=self.partition, run_id=self.run_id, episode_ids=[e.id for e in batch],
                 summaries=summaries, checkpoint=checkpoint, timeout_s=self.timeout_s,
+                context_ids=[t.id for turns in context.values() for t in turns],
+                context_sessions=list(context), context_window=self.window,
             )  # fmt: skip
             await add_partition_counts(
                 self.conn, self.run_id, self.partition, timeout_s=self.timeout_s,
@@ -265,14 +263,6 @@ class _PartitionRun:
             cur = bounds.get(key)
             bounds[key] = (lo, hi) if cur is None else (min(cur[0], lo), max(cur[1], hi))
         return [(t, s, lo, hi) for (t, s), (lo, hi) in bounds.items()]
-
-    def _episode_text(self, ep: Episode, context: dict[tuple[str, str], list[ContextTurn]]) -> str:
-        turns = context.get((ep.tenant_id, ep.session_id), [])
-        idx = next((i for i, t in enumerate(turns) if t.id == ep.id), None)
-        if idx is None:  # deleted between select and context read: embed the turn alone
-            return ep.content
-        rendered = [_render(t) for t in turns]
-        return neighbour_window_text(rendered, idx, before=self.window, after=self.window)
 
     async def _summaries(
         self, canon: list[Episode], context: dict[tuple[str, str], list[ContextTurn]]
@@ -324,7 +314,7 @@ async def consolidate_partition(
     run_id: uuid.UUID,
     stores: PartitionStores,
     settings: ConsolidationSettings,
-    neighbour_window: int = 1,
+    context_window: int = 2,
     buffer_max_len: int = 200,
     timeout_s: float = 30.0,
     fault: FaultHook | None = None,
@@ -352,7 +342,7 @@ async def consolidate_partition(
             step("after_drain")
             work = _PartitionRun(
                 partition, conn, run_id=run_id, stores=stores, settings=settings,
-                neighbour_window=neighbour_window, timeout_s=timeout_s, fault=step, result=result,
+                context_window=context_window, timeout_s=timeout_s, fault=step, result=result,
                 progress=progress,
             )  # fmt: skip
             await work.prepare_collection()

@@ -174,8 +174,12 @@ async def commit_batch(
     summaries: Sequence[MemoryRecord],
     checkpoint: Cursor | None,
     timeout_s: float,
+    context_ids: Sequence[uuid.UUID] = (),
+    context_sessions: Sequence[tuple[str, str]] = (),
+    context_window: int = 2,
 ) -> int:
-    """Mark episodes, write summaries, advance the checkpoint (never backwards). Caller owns the transaction.
+    """Mark episodes, write summaries, refresh ``ctx_tsv`` of the batch and its neighbours, advance the
+    checkpoint (never backwards). The caller owns the transaction.
 
     Returns how many episodes this call marked (already-marked ones are left alone).
     """
@@ -195,6 +199,10 @@ async def commit_batch(
             for col, value in zip(cols, values, strict=True):
                 col.append(value)
         await conn.execute(_UPSERT_SUMMARIES, *cols, timeout=timeout_s)
+    if context_ids and context_sessions:
+        await refresh_context_tsv(
+            conn, context_sessions, context_ids, window=context_window, timeout_s=timeout_s
+        )
     if checkpoint is not None:
         await conn.execute(
             """INSERT INTO consolidation_checkpoints (partition, last_created_at, last_episode_id, run_id)
@@ -207,3 +215,29 @@ async def commit_batch(
             partition, checkpoint[0], checkpoint[1], run_id, timeout=timeout_s,
         )  # fmt: skip
     return int(status.split()[-1])
+
+
+async def refresh_context_tsv(
+    conn: asyncpg.Connection,
+    sessions: Sequence[tuple[str, str]],
+    ids: Sequence[uuid.UUID],
+    *,
+    window: int,
+    timeout_s: float,
+) -> None:
+    """``ctx_tsv`` = own terms (weight A) || up to ``window`` neighbours' terms each side (weight B), as
+    core.retrieval.bm25_postgres reads it; only the rows in ``ids`` (a batch and its neighbours) change."""
+    near = [f"lag(e.content, {i}) OVER w" for i in range(window, 0, -1)]
+    near += [f"lead(e.content, {i}) OVER w" for i in range(1, window + 1)]
+    neighbours = f"concat_ws(' ', {', '.join(near)})" if near else "''"
+    await conn.execute(
+        f"""WITH s AS (SELECT * FROM unnest($1::text[], $2::text[]) AS s(t, sid)),
+                 ctx AS (SELECT e.id, {neighbours} AS ntext
+                         FROM s JOIN episodes e ON e.tenant_id = s.t AND e.session_id = s.sid
+                         WINDOW w AS (PARTITION BY e.tenant_id, e.session_id ORDER BY e.created_at, e.id))
+            UPDATE episodes e
+            SET ctx_tsv = setweight(e.tsv, 'A')
+                || setweight(to_tsvector('english'::regconfig, ctx.ntext), 'B')
+            FROM ctx WHERE e.id = ctx.id AND e.id = ANY($3::uuid[])""",
+        [s[0] for s in sessions], [s[1] for s in sessions], list(ids), timeout=timeout_s,
+    )  # fmt: skip

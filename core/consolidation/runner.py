@@ -24,6 +24,7 @@ from core.consolidation.partition import (
 )
 from core.consolidation.runs import RunRecord, RunStore
 from core.consolidation.summarise import ExtractiveSummariser, OllamaSummariser, Summariser
+from core.embedding.loader import load_embedder
 from core.embedding.types import TextEmbedder
 from core.errors import HybridMemError
 from core.ports import VectorIndex
@@ -52,20 +53,6 @@ def parse_partitions(spec: str | None, settings: Settings) -> list[int]:
     if bad:
         raise ValueError(f"partitions {bad} are outside 0..{n - 1}")
     return sorted(out)
-
-
-def load_embedder(settings: Settings) -> TextEmbedder:
-    """The in-process embedder for ``settings.embedding`` (the model is loaded here; seconds)."""
-    try:
-        from core.embedding.loader import load_embedder as load  # the embedding pipeline's own loader
-    except ImportError:
-        load = None
-    if load is not None:
-        embedder: TextEmbedder = load(settings)
-        return embedder
-    from core.embedding.sentence_model import SentenceTransformerEmbedder
-
-    return SentenceTransformerEmbedder(settings.embedding)
 
 
 @contextlib.asynccontextmanager
@@ -121,7 +108,7 @@ async def run_partition(
     try:
         result = await consolidate_partition(
             partition, run_id=run_id, stores=stores, settings=settings.consolidation,
-            neighbour_window=settings.retrieval.neighbour_window,
+            context_window=settings.retrieval.lexical_neighbour_window,
             buffer_max_len=settings.redis.session_buffer_max_len,
             timeout_s=max(settings.postgres.command_timeout_s, 30.0), fault=fault, progress=progress,
         )  # fmt: skip
@@ -161,7 +148,7 @@ async def run_consolidation(
         if vectors is None:
             vectors = await stack.enter_async_context(open_vector_index(settings))
         if embedder is None:
-            embedder = await asyncio.to_thread(load_embedder, settings)
+            embedder = await load_embedder(settings.embedding)
         summariser = await stack.enter_async_context(open_summariser(settings))
         runs = RunStore(res.pool)
         record = await runs.create(partitions=chosen, trigger=trigger, run_id=run_id)
