@@ -1,0 +1,186 @@
+"""HybridMemStore against the real Serve app, held to LangGraph's BaseStore semantics.
+
+Each test uses its own ``agent_id`` (the store's key space), so tests sharing the app never meet.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+from langgraph.store.base import (
+    GetOp,
+    InvalidNamespaceError,
+    ListNamespacesOp,
+    MatchCondition,
+    PutOp,
+    SearchOp,
+)
+
+from core.client import AsyncHybridMemClient, HybridMemClient
+from core.client.langgraph_store import HybridMemStore
+from tests.serve.conftest import AppServer
+
+pytestmark = [pytest.mark.serve, pytest.mark.integration, pytest.mark.timeout(600)]
+
+
+@pytest.fixture(scope="module")
+def clients(app_server: AppServer) -> Iterator[tuple[HybridMemClient, AsyncHybridMemClient]]:
+    sync = HybridMemClient(app_server.base_url, app_server.keys["a_rw"], timeout=60)
+    yield sync, AsyncHybridMemClient(app_server.base_url, app_server.keys["a_rw"], timeout=60)
+    sync.close()
+
+
+@pytest.fixture
+def store(clients: tuple[HybridMemClient, AsyncHybridMemClient]) -> HybridMemStore:
+    return HybridMemStore(clients[0], agent_id=f"lg-{uuid.uuid4().hex[:8]}")
+
+
+@pytest.fixture
+async def astore(app_server: AppServer) -> AsyncIterator[HybridMemStore]:
+    aclient = AsyncHybridMemClient(app_server.base_url, app_server.keys["a_rw"], timeout=60)
+    yield HybridMemStore(aclient=aclient, agent_id=f"lg-{uuid.uuid4().hex[:8]}")
+    await aclient.aclose()
+
+
+def test_put_get_update_delete(store: HybridMemStore) -> None:
+    ns = ("users", "alice", "prefs")
+    assert store.get(ns, "food") is None
+    store.put(ns, "food", {"likes": ["ramen", "tacos"], "spicy": True})
+    item = store.get(ns, "food")
+    assert item is not None
+    assert (item.namespace, item.key, item.value) == (
+        ns,
+        "food",
+        {"likes": ["ramen", "tacos"], "spicy": True},
+    )
+    assert item.created_at.tzinfo is not None and item.updated_at >= item.created_at
+
+    store.put(ns, "food", {"likes": ["sushi"]})
+    updated = store.get(ns, "food")
+    assert updated is not None and updated.value == {"likes": ["sushi"]}
+    assert updated.created_at == item.created_at and updated.updated_at > item.updated_at
+
+    store.delete(ns, "food")
+    assert store.get(ns, "food") is None
+    store.delete(ns, "food")  # deleting what is gone is not an error
+
+
+def test_namespaces_are_separate_key_spaces(store: HybridMemStore) -> None:
+    store.put(("a", "b"), "k", {"v": 1})
+    store.put(("a/b",), "k", {"v": 2})  # labels may hold separators; ids stay distinct
+    store.put(("a",), "b:k", {"v": 3})
+    assert store.get(("a", "b"), "k").value == {"v": 1}  # type: ignore[union-attr]
+    assert store.get(("a/b",), "k").value == {"v": 2}  # type: ignore[union-attr]
+    assert store.get(("a",), "b:k").value == {"v": 3}  # type: ignore[union-attr]
+    assert store.get(("a",), "k") is None
+    with pytest.raises(InvalidNamespaceError):
+        store.put(("bad.label",), "k", {"v": 0})
+
+
+def test_search_without_query_filters_by_prefix_and_value(store: HybridMemStore) -> None:
+    for i in range(6):
+        store.put(
+            ("docs", "team-1" if i < 4 else "team-2"),
+            f"d{i}",
+            {"n": i, "status": "open" if i % 2 else "done"},
+        )
+    store.put(("other",), "x", {"n": 99, "status": "open"})
+
+    team1 = store.search(("docs", "team-1"), limit=10)
+    assert {it.key for it in team1} == {"d0", "d1", "d2", "d3"}
+    assert all(it.namespace == ("docs", "team-1") and it.score is None for it in team1)
+    assert {it.key for it in store.search(("docs",), limit=10)} == {f"d{i}" for i in range(6)}
+    assert {it.key for it in store.search(("docs",), filter={"status": "open"})} == {"d1", "d3", "d5"}
+    assert {it.key for it in store.search(("docs",), filter={"n": {"$gte": 4}})} == {"d4", "d5"}
+
+    page1 = store.search(("docs",), limit=4)
+    page2 = store.search(("docs",), limit=4, offset=4)
+    assert len(page1) == 4 and len(page2) == 2
+    assert {it.key for it in page1} | {it.key for it in page2} == {f"d{i}" for i in range(6)}
+    assert page1[0].key == "d5"  # most recently updated first
+
+
+def test_search_with_query_ranks_semantically_within_the_prefix(store: HybridMemStore) -> None:
+    store.put(("memories", "alice"), "m1", {"text": "Alice adopted a golden retriever puppy named Max."})
+    store.put(("memories", "alice"), "m2", {"text": "Alice is learning to play the violin."})
+    store.put(("memories", "alice"), "m3", {"text": "Alice's favourite city is Lisbon."})
+    store.put(("memories", "bob"), "m1", {"text": "Bob has a dog called Rex."})
+
+    hits = store.search(("memories", "alice"), query="what pet does she have?", limit=2)
+    assert hits and hits[0].key == "m1" and hits[0].namespace == ("memories", "alice")
+    assert hits[0].score is not None and len(hits) <= 2
+    assert all(h.namespace == ("memories", "alice") for h in hits)
+
+    everyone = store.search(("memories",), query="dog", limit=5)
+    assert {(h.namespace[-1], h.key) for h in everyone[:2]} == {("alice", "m1"), ("bob", "m1")}
+    only_open = store.search(("memories",), query="dog", filter={"text": "Bob has a dog called Rex."})
+    assert [(h.namespace, h.key) for h in only_open] == [(("memories", "bob"), "m1")]
+
+
+def test_index_fields_choose_what_is_searched(store: HybridMemStore) -> None:
+    ns = ("recipes",)
+    store.put(ns, "r1", {"title": "Paella", "notes": "saffron rice with seafood"}, index=["notes"])
+    store.put(ns, "r2", {"title": "Pancakes", "notes": "flour, milk, eggs"}, index=["notes"])
+    hits = store.search(ns, query="seafood and rice", limit=1)
+    assert [h.key for h in hits] == ["r1"]
+
+
+def test_list_namespaces_prefix_suffix_depth(store: HybridMemStore) -> None:
+    for ns in [("a", "b", "c"), ("a", "b", "d"), ("a", "e", "v1"), ("x", "y", "v1"), ("x",)]:
+        store.put(ns, "k", {"ok": True})
+    assert store.list_namespaces() == [
+        ("a", "b", "c"),
+        ("a", "b", "d"),
+        ("a", "e", "v1"),
+        ("x",),
+        ("x", "y", "v1"),
+    ]
+    assert store.list_namespaces(prefix=("a", "b")) == [("a", "b", "c"), ("a", "b", "d")]
+    assert store.list_namespaces(suffix=("v1",)) == [("a", "e", "v1"), ("x", "y", "v1")]
+    assert store.list_namespaces(prefix=("a", "*"), suffix=("v1",)) == [("a", "e", "v1")]
+    assert store.list_namespaces(max_depth=2) == [("a", "b"), ("a", "e"), ("x",), ("x", "y")]
+    assert store.list_namespaces(prefix=("a",), max_depth=1) == [("a",)]
+    assert store.list_namespaces(limit=2, offset=1) == [("a", "b", "d"), ("a", "e", "v1")]
+
+
+def test_batch_keeps_operation_order(store: HybridMemStore) -> None:
+    ns = ("batch",)
+    results = store.batch(
+        [
+            PutOp(ns, "one", {"n": 1}),
+            PutOp(ns, "two", {"n": 2}),
+            GetOp(ns, "one"),
+            PutOp(ns, "one", None),
+            GetOp(ns, "one"),
+            SearchOp(ns, limit=10),
+            ListNamespacesOp(match_conditions=(MatchCondition("prefix", ns),)),
+        ]
+    )
+    assert results[0] is None and results[1] is None
+    assert results[2].value == {"n": 1}  # type: ignore[union-attr]
+    assert results[3] is None and results[4] is None
+    assert [it.key for it in results[5]] == ["two"]  # type: ignore[union-attr]
+    assert results[6] == [ns]
+
+
+def test_tenants_never_share_items(store: HybridMemStore, app_server: AppServer) -> None:
+    store.put(("shared-name",), "k", {"secret": "A"})
+    with HybridMemClient(app_server.base_url, app_server.keys["b_rw"]) as b_client:
+        other = HybridMemStore(b_client, agent_id=store._agent_id)
+        assert other.get(("shared-name",), "k") is None
+        assert other.search(("shared-name",)) == []
+        assert other.search(("shared-name",), query="secret") == []
+
+
+async def test_async_store_semantics(astore: HybridMemStore) -> None:
+    ns = ("async", "user-1")
+    await astore.aput(ns, "note", {"text": "Meeting with the landlord on Friday about the leaking roof."})
+    item = await astore.aget(ns, "note")
+    assert item is not None and item.value["text"].startswith("Meeting")
+    hits = await astore.asearch(("async",), query="roof repair")
+    assert [h.key for h in hits] == ["note"]
+    assert await astore.alist_namespaces(prefix=("async",)) == [ns]
+    await astore.adelete(ns, "note")
+    assert await astore.aget(ns, "note") is None
