@@ -99,9 +99,15 @@ class PrometheusBackend:
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry(auto_describe=True)
+        self._made: dict[str, _PromInstrument] = {}
 
     def create(self, spec: MetricSpec) -> Instrument:
-        return _PromInstrument(spec, self.registry)
+        # A registry takes each name once: re-binding after a backend switch reuses the instrument.
+        with _lock:
+            made = self._made.get(spec.name)
+            if made is None:
+                made = self._made[spec.name] = _PromInstrument(spec, self.registry)
+            return made
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -9,7 +9,7 @@ from typing import Any
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from core.metrics import METRICS, observe_retrieval
+from core import metrics  # module reference: Serve pickles deployment classes by value
 from core.resources import open_resources
 from core.retrieval.hybrid import HybridRetriever
 from core.retrieval.tokens import HFTokenCounter, resolve_tokenizer_path
@@ -54,7 +54,7 @@ class Retriever:
         )
 
     async def search(self, tenant_id: str, body: dict[str, Any]) -> dict[str, Any]:
-        with METRICS.retrieval_seconds.timer(endpoint="search"):
+        with metrics.METRICS.retrieval_seconds.timer(endpoint="search"):
             result = await self._core.search(
                 tenant_id=tenant_id,
                 query=body["query"],
@@ -63,7 +63,7 @@ class Retriever:
                 tiers=body.get("tiers"),
                 mode=body.get("mode", "hybrid"),
             )
-        observe_retrieval("search", result.snippets)
+        metrics.observe_retrieval("search", result.snippets)
         return {
             "hits": result.snippets,
             "degraded": result.degraded,
@@ -72,7 +72,7 @@ class Retriever:
         }
 
     async def context(self, tenant_id: str, body: dict[str, Any]) -> dict[str, Any]:
-        with METRICS.retrieval_seconds.timer(endpoint="context"):
+        with metrics.METRICS.retrieval_seconds.timer(endpoint="context"):
             result = await self._core.context(
                 tenant_id=tenant_id,
                 query=body["query"],
@@ -82,7 +82,7 @@ class Retriever:
                 chronological=body.get("chronological", True),
                 mode=body.get("mode", "hybrid"),
             )
-        observe_retrieval(
+        metrics.observe_retrieval(
             "context", result.snippets, tokens_used=result.tokens_used, token_budget=result.token_budget
         )
         return {
