@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -191,3 +195,70 @@ async def test_async_client_round_trip(ahm: AsyncHybridMemClient) -> None:
     assert [e.id for e in page.items] == [ep.id]
     with pytest.raises(NotFound):
         await ahm.get_memory(uuid.uuid4())
+
+
+def _example(name: str) -> ModuleType:
+    path = Path(__file__).resolve().parents[2] / "examples" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"example_{name}", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_locomo_example_runs_end_to_end(
+    app_server: AppServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def turns(*rows: tuple[str, str, str]) -> list[dict[str, str]]:
+        return [{"speaker": who, "dia_id": dia, "text": text} for dia, who, text in rows]
+
+    def qa(question: str, answer: str, dia: str) -> dict[str, object]:
+        return {"question": question, "answer": answer, "evidence": [dia], "category": 4}
+
+    sample = {
+        "sample_id": uid("conv"),
+        "conversation": {
+            "speaker_a": "Caroline",
+            "speaker_b": "Melanie",
+            "session_1_date_time": "1:56 pm on 8 May, 2023",
+            "session_1": turns(
+                ("D1:1", "Caroline", "I went to an LGBTQ support group yesterday."),
+                ("D1:2", "Melanie", "That's great! I painted a sunrise last year."),
+            ),
+            "session_2_date_time": "1:14 pm on 25 May, 2023",
+            "session_2": turns(
+                ("D2:1", "Melanie", "I ran a charity race for mental health."),
+                ("D2:2", "Caroline", "I'm looking into counseling certification."),
+            ),
+        },
+        "qa": [
+            qa("What did Melanie paint?", "a sunrise", "D1:2"),
+            qa("What race did Melanie run?", "charity", "D2:1"),
+        ],
+    }
+    data = tmp_path / "locomo_small.json"
+    data.write_text(json.dumps([sample]))
+    example = _example("locomo_agent")
+    argv = [str(data), "--url", app_server.base_url, "--key", app_server.keys["a_admin"], "--questions", "2"]
+    assert example.main([*argv, "--timeout", "240"]) == 0
+    out = capsys.readouterr().out
+    assert "stored 4 new episodes" in out and "consolidation succeeded" in out
+    assert 'Melanie said, "That\'s great! I painted a sunrise last year."' in out  # the prompt's memory
+    assert "2/2 questions had all their evidence turns in the context." in out
+
+    assert example.main([*argv, "--no-consolidate"]) == 0  # a re-run stores nothing twice
+    assert "stored 0 new episodes" in capsys.readouterr().out
+
+
+def test_langgraph_example_recalls_earlier_turns(
+    app_server: AppServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    example = _example("langgraph_agent")
+    assert (
+        example.main(["--url", app_server.base_url, "--key", app_server.keys["a_rw"], "--user", uid("u")])
+        == 0
+    )
+    out = capsys.readouterr().out
+    answers = [line for line in out.splitlines() if line.startswith("assistant:")]
+    assert len(answers) == 4
+    assert "Porto" in answers[2] and "half marathon" in answers[3]
