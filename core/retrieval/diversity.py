@@ -41,8 +41,12 @@ def cosine(a: Sequence[float], b: Sequence[float]) -> float:
     return dot / (na * nb)
 
 
-def text_similarity(texts: Sequence[str], n: int = 2) -> Similarity:
-    """A pairwise similarity over ``texts`` (Jaccard of word shingles), shingles computed once."""
+def text_similarity(texts: Sequence[str], n: int = 2, *, floor: float | None = None) -> Similarity:
+    """A pairwise similarity over ``texts`` (Jaccard of word shingles), shingles computed lazily.
+
+    With ``floor``, a pair whose shingle counts differ too much to reach it (Jaccard <= min/max size)
+    scores 0 without comparing the sets: near-duplicate checks then cost O(1) for most pairs.
+    """
     cache: dict[int, frozenset[str]] = {}
 
     def shingled(i: int) -> frozenset[str]:  # lazily: dedupe and MMR look at the top few only
@@ -50,7 +54,13 @@ def text_similarity(texts: Sequence[str], n: int = 2) -> Similarity:
             cache[i] = shingles(texts[i], n)
         return cache[i]
 
-    return lambda i, j: jaccard(shingled(i), shingled(j))
+    def similarity(i: int, j: int) -> float:
+        a, b = shingled(i), shingled(j)
+        if floor is not None and a and b and min(len(a), len(b)) < floor * max(len(a), len(b)):
+            return 0.0
+        return jaccard(a, b)
+
+    return similarity
 
 
 def vector_similarity(vectors: Sequence[Sequence[float]]) -> Similarity:

@@ -34,6 +34,7 @@ logger = logging.getLogger(__name__)
 Mode = Literal["hybrid", "vector", "lexical"]
 TIERS: tuple[str, ...] = (Tier.SEMANTIC.value, Tier.EPISODIC.value, Tier.WORKING.value)
 _VERSION_TTL_S = 30.0
+_MMR_HEAD = 20
 
 
 class LexicalSearcher(Protocol):
@@ -307,21 +308,24 @@ class HybridRetriever:
         order = [key for key in rank_keys(fused) if key in merged]
         texts = [merged[key].content for key in order]
         similarity = text_similarity(texts)
-        use_mmr = cfg.mmr_lambda < 1.0
-        # MMR picks k out of a pool of 2k deduplicated candidates; both steps stay O(k x pool).
-        kept = drop_near_duplicates(
-            len(order), similarity, threshold=cfg.dedupe_threshold, limit=2 * k if use_mmr else k
-        )
-        if use_mmr:
+        near_dup = text_similarity(texts, floor=cfg.dedupe_threshold)
+        # MMR diversifies the head of the list (the part a context budget usually holds); the tail
+        # keeps relevance order. Both steps stay O(head x pool) whatever k is.
+        head = min(k, _MMR_HEAD) if cfg.mmr_lambda < 1.0 else 0
+        kept = drop_near_duplicates(len(order), near_dup, threshold=cfg.dedupe_threshold, limit=k + head)
+        chosen = kept[:k]
+        if head:
+            pool = kept[: 2 * head]
             picked = mmr_order(
-                [fused[order[i]] for i in kept],
-                lambda a, b: similarity(kept[a], kept[b]),
+                [fused[order[i]] for i in pool],
+                lambda a, b: similarity(pool[a], pool[b]),
                 lambda_=cfg.mmr_lambda,
-                k=k,
+                k=head,
             )
-            chosen = [kept[i] for i in picked]
-        else:
-            chosen = kept
+            first = [pool[i] for i in picked]
+            taken = set(first)
+            rest = [i for i in kept if i not in taken]
+            chosen = (first + rest)[:k]
         return [merged[order[i]].to_snippet(fused[order[i]]) for i in chosen]
 
 

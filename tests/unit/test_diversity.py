@@ -60,3 +60,11 @@ def test_dedupe_stops_at_the_limit_without_looking_further() -> None:
 
     assert drop_near_duplicates(1000, sim, threshold=0.9, limit=3) == [0, 1, 2]
     assert max(max(pair) for pair in seen) == 2
+
+
+def test_floor_skips_pairs_too_different_in_size_to_be_duplicates() -> None:
+    texts = ["a b c d e f g h i j", "a b c d e f g h i j k", "a b c"]
+    plain = text_similarity(texts)
+    floored = text_similarity(texts, floor=0.9)
+    assert floored(0, 1) == plain(0, 1) > 0.85  # similar sizes: the real Jaccard
+    assert plain(0, 2) > 0 and floored(0, 2) == 0.0  # 2 vs 9 bigrams can never reach 0.9
