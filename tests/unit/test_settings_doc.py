@@ -40,3 +40,23 @@ def test_documented_variable_name_sets_the_field(row: SettingRow, monkeypatch: p
     for part in row.path.split("."):
         loaded = getattr(loaded, part)
     assert loaded == pytest.approx(value)
+
+
+def test_every_http_route_is_documented_in_api_md() -> None:
+    """docs/api.md names every route the Ingress serves (the app built as the Ingress builds it)."""
+    import contextlib
+
+    from deployments.http.api import create_api
+    from deployments.http.deps import get_embedder, require
+    from deployments.http.embeddings import build_embeddings_router
+    from deployments.http.routes_admin import router as admin_router
+    from deployments.http.routes_search import router as search_router
+
+    embeddings = build_embeddings_router(get_embedder, require("memory:read"))
+    app = create_api(contextlib.nullcontext, extra_routers=(search_router, admin_router, embeddings))
+    api_md = (DOC.parent / "api.md").read_text()
+    routes = [(m.upper(), p) for p, ops in app.openapi()["paths"].items() for m in ops]
+    assert len(routes) > 20
+    missing = [f"{m} {p}" for m, p in routes if f"{m} {p}" not in api_md]
+    assert missing == [], "document these routes in docs/api.md"
+    assert "GET /metrics" in api_md
