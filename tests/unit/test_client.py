@@ -278,3 +278,30 @@ def test_backoff_grows_and_is_capped() -> None:
     policy = RetryPolicy(backoff_base_s=0.5, backoff_max_s=2.0, jitter=0.0)
     assert [policy.delay(n, None) for n in (1, 2, 3, 4, 5)] == [0.5, 1.0, 2.0, 2.0, 2.0]
     assert policy.delay(1, 99.0) == policy.max_retry_after_s
+
+
+def test_both_clients_expose_the_same_typed_methods() -> None:
+    import inspect
+
+    from core.client._endpoints import ApiMethods
+    from core.client._method import AsyncMethod, SyncMethod, endpoint
+
+    names = sorted(n for n, v in vars(ApiMethods).items() if isinstance(v, endpoint))
+    assert {"store_episode", "search", "context", "consolidate", "wait_consolidation", "readyz"} <= set(names)
+    sync = HybridMemClient("http://hm.test", transport=httpx.MockTransport(Recorder(httpx.Response(200))))
+    aclient = AsyncHybridMemClient("http://hm.test")
+    for name in names:
+        s, a = getattr(sync, name), getattr(aclient, name)
+        assert isinstance(s, SyncMethod) and isinstance(a, AsyncMethod)
+        assert inspect.signature(s) == inspect.signature(a) and s.__doc__ == a.__doc__
+    sync.close()
+
+
+def test_langgraph_item_ids_are_unambiguous_and_bounded() -> None:
+    from core.client.langgraph_store import MAX_ID_CHARS, item_client_id
+
+    ids = {item_client_id(("a", "b"), "c"), item_client_id(("a/b",), "c"), item_client_id(("a",), "b:c"),
+           item_client_id(("a", "b", "c"), "")}  # fmt: skip
+    assert len(ids) == 4
+    long_id = item_client_id(("x" * 300,), "k")
+    assert len(long_id) <= MAX_ID_CHARS and long_id != item_client_id(("x" * 301,), "k")
