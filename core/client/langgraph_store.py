@@ -8,6 +8,10 @@ service) and one ``lg_ns_<i>`` label per namespace level, so a namespace prefix 
 equality filter on the server. Search with a query goes through ``/v1/search`` (hybrid retrieval);
 without one it lists the agent's memories. Both are exact-filtered here afterwards.
 
+Limits: a value's JSON must fit the service's metadata limit (16 KiB by default); search hits carry
+the item's creation time as both ``created_at`` and ``updated_at``; listing without a query and
+``list_namespaces`` page through every item of the agent, so give each large key space its own agent.
+
 Batches run as one flow per call, on the blocking client (``batch``) or the async one (``abatch``).
 """
 
