@@ -25,8 +25,10 @@ from core.embedding.cache import CachedEmbedder, RedisEmbeddingCache
 from core.embedding.loader import load_embedder
 from core.embedding.types import EmbedResult, TextEmbedder
 from core.errors import EmbeddingError, InvalidInput
+from core import metrics  # module reference: Serve pickles deployment classes by value
 from core.models import ModelVersion
 from core.settings import Settings, load_settings
+from deployments.metrics_backend import init_observability
 from deployments.remote import call
 
 log = logging.getLogger(__name__)
@@ -59,7 +61,8 @@ class _BatchedModel:
     async def embed(self, texts: Sequence[str]) -> EmbedResult:
         size = self._owner.max_batch_size
         chunks = [list(texts[i : i + size]) for i in range(0, len(texts), size)]
-        parts = await asyncio.gather(*(self._owner._embed_batch(chunk) for chunk in chunks))
+        with metrics.METRICS.embedding_queue_depth.track(len(texts)):
+            parts = await asyncio.gather(*(self._owner._embed_batch(chunk) for chunk in chunks))
         return _merge(parts, await self._owner._model.model_version())
 
     async def model_version(self) -> ModelVersion:
@@ -77,6 +80,7 @@ class Embedder:
 
     async def __init__(self, settings: dict[str, Any] | Settings | None = None) -> None:  # type: ignore[misc]
         self._settings = settings if isinstance(settings, Settings) else load_settings(settings)
+        init_observability(self._settings)
         emb = self._settings.embedding
         self._model: TextEmbedder = await load_embedder(emb)
         self._batcher: Any = cast(Any, self._embed_batch)  # the @serve.batch wrapper owns the setters
