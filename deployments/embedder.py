@@ -21,11 +21,11 @@ from ray.serve import Application
 from ray.serve.handle import DeploymentHandle
 from starlette.requests import Request
 
+from core import metrics  # module reference: Serve pickles deployment classes by value
 from core.embedding.cache import CachedEmbedder, RedisEmbeddingCache
 from core.embedding.loader import load_embedder
 from core.embedding.types import EmbedResult, TextEmbedder
 from core.errors import EmbeddingError, InvalidInput
-from core import metrics  # module reference: Serve pickles deployment classes by value
 from core.models import ModelVersion
 from core.settings import Settings, load_settings
 from deployments.metrics_backend import init_observability
