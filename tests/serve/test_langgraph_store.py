@@ -184,3 +184,9 @@ async def test_async_store_semantics(astore: HybridMemStore) -> None:
     assert await astore.alist_namespaces(prefix=("async",)) == [ns]
     await astore.adelete(ns, "note")
     assert await astore.aget(ns, "note") is None
+
+
+async def test_async_methods_fall_back_to_the_blocking_client(store: HybridMemStore) -> None:
+    await store.aput(("fallback",), "k", {"n": 1})
+    assert (await store.aget(("fallback",), "k")).value == {"n": 1}  # type: ignore[union-attr]
+    assert store.get(("fallback",), "k").value == {"n": 1}  # type: ignore[union-attr]
