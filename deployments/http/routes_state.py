@@ -33,7 +33,7 @@ class MemoryPage(BaseModel):
 
 
 @router.put(
-    "/agents/{agent_id}/scratchpad/{key}", response_model=ScratchpadEntry, summary="Put a scratchpad value"
+    "/agents/{agent_id}/scratchpad/{key:path}", response_model=ScratchpadEntry, summary="Put a scratchpad value"
 )
 async def put_scratchpad(
     agent_id: AgentPath, key: KeyPath, body: ScratchpadIn, ctx: Ctx, who: Writer
@@ -41,12 +41,12 @@ async def put_scratchpad(
     return await ctx.service.put_scratchpad(who.tenant_id, agent_id, key, body.value, body.ttl_s)
 
 
-@router.get("/agents/{agent_id}/scratchpad/{key}", response_model=ScratchpadEntry, summary="Get a value")
+@router.get("/agents/{agent_id}/scratchpad/{key:path}", response_model=ScratchpadEntry, summary="Get a value")
 async def get_scratchpad(agent_id: AgentPath, key: KeyPath, ctx: Ctx, who: Reader) -> ScratchpadEntry:
     return await ctx.service.get_scratchpad(who.tenant_id, agent_id, key)
 
 
-@router.delete("/agents/{agent_id}/scratchpad/{key}", status_code=204, summary="Delete a value")
+@router.delete("/agents/{agent_id}/scratchpad/{key:path}", status_code=204, summary="Delete a value")
 async def delete_scratchpad(agent_id: AgentPath, key: KeyPath, ctx: Ctx, who: Writer) -> Response:
     await ctx.service.delete_scratchpad(who.tenant_id, agent_id, key)
     return Response(status_code=204)

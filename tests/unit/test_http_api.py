@@ -180,3 +180,10 @@ async def test_episode_pagination(client: httpx.AsyncClient) -> None:
             break
     assert seen == [f"2024-01-0{i + 1}" for i in range(5)]
     assert (await client.get("/v1/episodes", params={"cursor": "%%%"}, headers=h("rw"))).status_code == 422
+
+
+async def test_scratchpad_keys_may_contain_slashes(client: httpx.AsyncClient) -> None:
+    r = await client.put("/v1/agents/a1/scratchpad/plan%2Fstep", json={"value": 3}, headers=h("rw"))
+    assert r.status_code == 200
+    assert r.json()["key"] == "plan/step"
+    assert (await client.get("/v1/agents/a1/scratchpad/plan/step", headers=h("rw"))).json()["value"] == 3
