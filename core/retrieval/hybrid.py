@@ -19,6 +19,7 @@ from pydantic import Field
 
 from core.embedding.types import TextEmbedder
 from core.errors import EmbeddingError, InvalidInput, StoreUnavailable
+from core.metrics import METRICS
 from core.models import Episode, Frozen, MemoryRecord, ScoredSnippet, Tier, VectorHit
 from core.ports import VectorIndex, WorkingStore
 from core.retrieval.candidates import Candidate, episode_key, from_episode, from_memory, from_vector_hit
@@ -196,19 +197,21 @@ class HybridRetriever:
         self, name: str, *, tenant_id: str, query: str, depth: int, filters: dict[str, Any] | None
     ) -> _TierOutcome:
         try:
-            async with asyncio.timeout(self._settings.tier_timeout_s):
-                if name == Tier.SEMANTIC.value:
-                    found = await self._semantic(
-                        tenant_id=tenant_id, query=query, depth=depth, filters=filters
-                    )
-                elif name == Tier.EPISODIC.value:
-                    found = await self._episodic(
-                        tenant_id=tenant_id, query=query, depth=depth, filters=filters
-                    )
-                else:
-                    found = await self._recent(tenant_id=tenant_id, query=query, filters=filters or {})
+            with METRICS.retrieval_tier_seconds.timer(tier=name):
+                async with asyncio.timeout(self._settings.tier_timeout_s):
+                    if name == Tier.SEMANTIC.value:
+                        found = await self._semantic(
+                            tenant_id=tenant_id, query=query, depth=depth, filters=filters
+                        )
+                    elif name == Tier.EPISODIC.value:
+                        found = await self._episodic(
+                            tenant_id=tenant_id, query=query, depth=depth, filters=filters
+                        )
+                    else:
+                        found = await self._recent(tenant_id=tenant_id, query=query, filters=filters or {})
         except (StoreUnavailable, EmbeddingError, TimeoutError) as exc:
             logger.warning("retrieval tier degraded", extra={"tier": name, "error": type(exc).__name__})
+            METRICS.retrieval_tier_degraded_total.inc(tier=name)
             return _TierOutcome(name, failed=True)
         return _TierOutcome(name, candidates=found)
 
