@@ -9,12 +9,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 
 import httpx
 
+from core import metrics
 from core.consolidation.partition import (
     FaultHook,
     PartitionResult,
@@ -105,6 +107,7 @@ async def run_partition(
     progress: ProgressHook | None = None,
 ) -> PartitionOutcome:
     """One partition with its bookkeeping: a failure is recorded on the run and reported, not raised."""
+    started = time.perf_counter()
     try:
         result = await consolidate_partition(
             partition, run_id=run_id, stores=stores, settings=settings.consolidation,
@@ -115,12 +118,18 @@ async def run_partition(
     except (HybridMemError, OSError, RuntimeError, ValueError, TimeoutError) as exc:
         error = f"{type(exc).__name__}: {exc}"
         log.exception("partition %d failed", partition)
+        metrics.METRICS.consolidation_failures_total.inc(stage=metrics.failure_stage(exc))
+        metrics.observe_partition("failed", time.perf_counter() - started)
         with contextlib.suppress(HybridMemError):
             await runs.add_error(run_id, partition=partition, error=error)
             await runs.set_partition(run_id, partition, status="failed")
         return PartitionOutcome(partition=partition, status="failed", error=error)
     if result.status == "locked":
         await runs.set_partition(run_id, partition, status="locked")
+    metrics.observe_partition(
+        result.status, result.seconds, episodes=result.episodes,
+        counts={"episode": result.points - result.summaries, "summary": result.summaries},
+    )  # fmt: skip
     return _outcome(result)
 
 
@@ -141,6 +150,7 @@ async def run_consolidation(
     ``vectors``/``embedder`` default to the stores ``settings`` name (pass Serve-handle adapters when the
     app owns an embedded store). ``progress`` is called once per finished partition.
     """
+    run_started = time.perf_counter()
     chosen = list(partitions) if partitions is not None else all_partitions(settings)
     width = max(1, parallelism or settings.consolidation.parallelism)
     async with contextlib.AsyncExitStack() as stack:
@@ -169,4 +179,8 @@ async def run_consolidation(
         async with asyncio.TaskGroup() as tg:
             for p in chosen:
                 tg.create_task(one(p))
-        return await runs.finish(record.id)
+        finished = await runs.finish(record.id)
+        metrics.observe_consolidation_run(finished.status, time.perf_counter() - run_started)
+        with contextlib.suppress(HybridMemError, OSError, TimeoutError):
+            await metrics.refresh_backlog(res.pool, chosen)
+        return finished
