@@ -7,7 +7,7 @@ cloned from a migrated template (fast), instead of the shared session database.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -15,17 +15,19 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import pytest
 import redis.asyncio as aioredis
 
 from core import migrate
 from core.consolidation.partition import PartitionStores
 from core.consolidation.runs import RunStore
 from core.consolidation.summarise import ExtractiveSummariser
+from core.embedding.sentence_model import SentenceTransformerEmbedder
 from core.embedding.types import TextEmbedder
 from core.ids import content_hash, deterministic_id, partition_of
 from core.models import Episode, Role
 from core.ports import VectorIndex
-from core.settings import ConsolidationSettings, QdrantSettings, Settings
+from core.settings import ConsolidationSettings, EmbeddingSettings, QdrantSettings, Settings
 from core.stores.postgres_episodic import PostgresEpisodeStore, init_connection
 from core.stores.redis_working import RedisWorkingStore
 from core.stores.vector_factory import open_vector_index
@@ -211,3 +213,35 @@ def distinct_first(episodes: Sequence[Episode]) -> list[str]:
             seen.add(key)
             out.append(str(ep.id))
     return sorted(out)
+
+
+# ---- fixtures (import them into a test module to use them) -----------------------------------------
+
+
+@pytest.fixture(scope="module")
+async def template(postgres_admin_dsn: str) -> AsyncIterator[str]:
+    async with migrated_template(postgres_admin_dsn) as name:
+        yield name
+
+
+@pytest.fixture(scope="module")
+def embedder() -> Iterator[SentenceTransformerEmbedder]:
+    model = SentenceTransformerEmbedder(EmbeddingSettings(device="cpu", encode_batch_size=32))
+    yield model
+    model.close()
+
+
+@pytest.fixture
+async def env(
+    postgres_admin_dsn: str,
+    template: str,
+    redis_url: str,
+    redis_client: aioredis.Redis,
+    key_prefix: str,
+    tmp_path: Path,
+    embedder: SentenceTransformerEmbedder,
+) -> AsyncIterator[Env]:
+    async with cloned_database(postgres_admin_dsn, template) as dsn:
+        settings = env_settings(dsn=dsn, redis_url=redis_url, key_prefix=key_prefix, data_dir=tmp_path)
+        async with open_env(settings, redis_client, embedder) as e:
+            yield e
