@@ -137,7 +137,7 @@ def test_every_route_is_in_the_openapi_and_declares_exactly_its_scope(app: FastA
     for route in app.routes:
         if not isinstance(route, APIRoute) or route.path in PUBLIC | {"/metrics"}:
             continue
-        for method in route.methods:
+        for method in route.methods or ():
             assert (method, route.path) in listed, f"{method} {route.path} is missing from the OpenAPI"
             assert declared_scopes(route) == {expected_scope(method, route.path)}, f"{method} {route.path}"
 
@@ -148,7 +148,7 @@ async def test_every_route_refuses_missing_bad_and_unscoped_keys(
     checked = 0
     for method, path in operations(app):
         url = concrete(path)
-        body = {} if method in {"POST", "PUT", "PATCH"} else None
+        body: dict[str, Any] | None = {} if method in {"POST", "PUT", "PATCH"} else None
         r = await client.request(method, url, json=body)
         assert r.status_code == 401, (method, path, r.status_code, r.text)
         assert r.json()["error"]["code"] == "unauthenticated"
