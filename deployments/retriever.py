@@ -11,6 +11,7 @@ from ray.serve.handle import DeploymentHandle
 
 from core import metrics  # module reference: Serve pickles deployment classes by value
 from core.resources import open_resources
+from core.retrieval.bm25_postgres import PostgresBm25Search
 from core.retrieval.hybrid import HybridRetriever
 from core.retrieval.tokens import HFTokenCounter, resolve_tokenizer_path
 from core.settings import load_settings
@@ -44,9 +45,20 @@ class Retriever:
         res = await self._stack.enter_async_context(open_resources(self._settings))
         vectors = await self._stack.enter_async_context(vector_index_for(self._settings, vector_store))
         counter = HFTokenCounter.from_file(resolve_tokenizer_path(self._settings.retrieval.tokenizer))
+        r = self._settings.retrieval
+        lexical: Any = res.episodic  # ts_rank_cd over tsvector
+        if r.lexical_backend == "bm25":
+            lexical = PostgresBm25Search(
+                res.pool,
+                k1=r.bm25_k1,
+                b=r.bm25_b,
+                use_context=r.lexical_neighbour_window > 0,
+                neighbour_weight=r.lexical_neighbour_weight,
+                timeout_s=self._settings.postgres.command_timeout_s,
+            )
         self._core = HybridRetriever(
             working=res.working,
-            lexical=res.episodic,
+            lexical=lexical,
             vectors=vectors,
             embedder=HandleEmbedder(embedder),
             settings=self._settings.retrieval,

@@ -14,7 +14,6 @@ from core.bench_quality import beir_summary, load_beir_corpus, load_beir_queries
 from jobs.bench_quality_http import consolidate, episode_uuid, parse_modes, post_batches, search_ids
 
 DEFAULT_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "bench" / "scifact"
-SESSIONS = 16  # spread the corpus over partitions so consolidation runs in parallel
 
 
 def run(
@@ -35,6 +34,7 @@ def run(
 
     def body(base_url: str, api_key: str, tenant: str) -> dict[str, Any]:
         headers = {"Authorization": f"Bearer {api_key}"}
+        # One session per abstract: neighbour-turn context must never mix two documents.
         epoch = datetime(2020, 1, 1, tzinfo=UTC)
         id_map: dict[str, str] = {}
         items = []
@@ -46,7 +46,7 @@ def run(
                 {
                     "id": client_id,
                     "agent_id": "scifact",
-                    "session_id": f"corpus-{i % SESSIONS}",
+                    "session_id": f"doc-{doc.doc_id}",
                     "role": "observation",
                     "kind": "document",
                     "content": text[:32_000],

@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
 from pydantic import Field
@@ -36,6 +37,30 @@ Mode = Literal["hybrid", "vector", "lexical"]
 TIERS: tuple[str, ...] = (Tier.SEMANTIC.value, Tier.EPISODIC.value, Tier.WORKING.value)
 _VERSION_TTL_S = 30.0
 _MMR_HEAD = 20
+
+
+def _aware(value: Any) -> datetime | None:
+    if value is None:
+        return None
+    ts = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+    return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
+
+
+def episode_matches(ep: Episode, filters: dict[str, Any]) -> bool:
+    """The search filters applied to an in-memory episode, with the same semantics as the stores'
+    (kind: one or any of several; created_after inclusive, created_before exclusive; metadata equality)."""
+    if filters.get("agent_id") is not None and ep.agent_id != filters["agent_id"]:
+        return False
+    kind = filters.get("kind")
+    if kind is not None and ep.kind not in ([kind] if isinstance(kind, str) else list(kind)):
+        return False
+    after, before = _aware(filters.get("created_after")), _aware(filters.get("created_before"))
+    if after is not None and ep.created_at < after:
+        return False
+    if before is not None and ep.created_at >= before:
+        return False
+    meta = filters.get("metadata") or {}
+    return all(ep.metadata.get(k) == v for k, v in meta.items())
 
 
 class LexicalSearcher(Protocol):
@@ -270,11 +295,7 @@ class HybridRetriever:
         recent = await self._working.recent_session(
             tenant_id=tenant_id, session_id=str(filters["session_id"]), limit=limit
         )
-        agent = filters.get("agent_id")
-        kind = filters.get("kind")
-        recent = [
-            e for e in recent if (agent is None or e.agent_id == agent) and (kind is None or e.kind == kind)
-        ]
+        recent = [e for e in recent if episode_matches(e, filters)]
         scored = working_scores(query, recent, always_newest=self._settings.working_recent_n)
         return [from_episode(ep, tier=Tier.WORKING, raw_score=s, rank=i) for i, (ep, s) in enumerate(scored)]
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 
+import httpx
 import pytest
 
 from tests.serve.conftest import AppServer
@@ -87,3 +89,93 @@ def test_openai_compatible_embeddings(app_server: AppServer) -> None:
         assert ro.post("/v1/embeddings", json={"input": []}).status_code == 422
     with app_server.client() as anon:
         assert anon.post("/v1/embeddings", json={"input": "x"}).status_code == 401
+
+
+def _consolidate(rw: httpx.Client, admin: httpx.Client) -> None:
+    started = admin.post("/v1/admin/consolidations", json={})
+    assert started.status_code == 202, started.text
+    run_id = started.json()["id"]
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        run = admin.get(f"/v1/admin/consolidations/{run_id}").json()
+        if run["status"] not in ("running", "starting"):
+            assert run["status"] == "succeeded", run
+            return
+        time.sleep(0.5)
+    raise AssertionError("consolidation did not finish")
+
+
+def test_hybrid_search_context_budget_filters_and_isolation(app_server: AppServer) -> None:
+    session = f"s-{uuid.uuid4().hex[:8]}"
+    eps = [
+        ("lex", "Serial number XJ-4471-QZ was printed on the broken router."),
+        ("vec", "The customer adores Italian cuisine, especially fresh pasta."),
+        ("other", "We talked about the weather in Lisbon during spring."),
+    ]
+    with app_server.client("a_rw") as rw, app_server.client("a_admin") as admin:
+        r = rw.post(
+            "/v1/episodes/batch",
+            json={
+                "episodes": [
+                    {
+                        "id": f"{session}-{n}",
+                        "agent_id": "support",
+                        "session_id": session,
+                        "content": c,
+                        "created_at": f"2024-03-0{i + 1}T10:00:00Z",
+                    }
+                    for i, (n, c) in enumerate(eps)
+                ]
+            },
+        )
+        assert r.status_code == 201, r.text
+        ids = dict(zip([n for n, _ in eps], r.json()["ids"], strict=True))
+        _consolidate(rw, admin)
+
+        def top(query: str, mode: str) -> list[str]:
+            body = {"query": query, "k": 3, "mode": mode, "filters": {"session_id": session}}
+            res = rw.post("/v1/search", json=body)
+            assert res.status_code == 200, res.text
+            assert res.json()["degraded"] == []
+            return [
+                h["source_ids"][0]
+                for h in res.json()["hits"]
+                if h["metadata"].get("record_type") != "summary"
+            ]
+
+        # only the lexical side can match an opaque serial number
+        assert top("XJ-4471-QZ", "hybrid")[0] == ids["lex"]
+        # no shared word: only the vector side can find it
+        assert ids["vec"] not in top("which food does the client love", "lexical")
+        assert top("which food does the client love", "hybrid")[0] == ids["vec"]
+
+        for budget in (8, 20, 64, 400):
+            ctx = rw.post(
+                "/v1/context",
+                json={
+                    "query": "router serial pasta",
+                    "token_budget": budget,
+                    "filters": {"session_id": session},
+                },
+            ).json()
+            assert ctx["tokens_used"] <= budget
+            assert sum(s["token_count"] for s in ctx["snippets"]) <= budget
+
+        dated = rw.post(
+            "/v1/search",
+            json={
+                "query": "pasta cuisine router weather",
+                "k": 10,
+                "filters": {"session_id": session, "created_before": "2024-03-02T00:00:00Z"},
+            },
+        ).json()["hits"]
+        assert {h["source_ids"][0] for h in dated if h["metadata"].get("record_type") != "summary"} == {
+            ids["lex"]
+        }
+    with app_server.client("b_rw") as other:
+        hits = other.post("/v1/search", json={"query": "XJ-4471-QZ router pasta"}).json()["hits"]
+        assert all(h["source_ids"][0] not in ids.values() for h in hits)
+        ctx = other.post(
+            "/v1/context", json={"query": "XJ-4471-QZ", "filters": {"session_id": session}}
+        ).json()
+        assert "XJ-4471" not in ctx["context"]

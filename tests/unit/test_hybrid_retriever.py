@@ -220,3 +220,20 @@ async def test_lexical_tier_also_finds_memory_records() -> None:
     retriever._settings = off
     found = await retriever.search(tenant_id="t1", query="passport number", k=3, mode="lexical")
     assert all(s.source_ids[0] != str(record.id) for s in found.snippets)
+
+
+def test_working_tier_filter_semantics() -> None:
+    from datetime import UTC, datetime
+
+    from core.models import Episode, Role
+    from core.retrieval.hybrid import episode_matches
+
+    ep = Episode(id=__import__("uuid").uuid4(), tenant_id="t", agent_id="a", session_id="s", partition=0,
+                 role=Role.USER, kind="note", content="x", metadata={"lang": "en"},
+                 created_at=datetime(2024, 3, 1, 10, tzinfo=UTC), content_hash="h")
+    assert episode_matches(ep, {"kind": ["note", "fact"], "metadata": {"lang": "en"}})
+    assert not episode_matches(ep, {"kind": "fact"})
+    assert not episode_matches(ep, {"agent_id": "b"})
+    assert episode_matches(ep, {"created_after": "2024-03-01T10:00:00Z"})  # inclusive
+    assert not episode_matches(ep, {"created_before": "2024-03-01T10:00:00+00:00"})  # exclusive
+    assert not episode_matches(ep, {"metadata": {"lang": "de"}})
