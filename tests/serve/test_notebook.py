@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
+import asyncpg
 import nbformat
 import pytest
 import redis.asyncio as aioredis
@@ -17,15 +20,34 @@ REPO_ROOT = NOTEBOOK.parents[1]
 pytestmark = [pytest.mark.serve, pytest.mark.slow, pytest.mark.timeout(240)]
 
 
+@pytest.fixture
+async def empty_database(postgres_admin_dsn: str) -> AsyncIterator[str]:
+    """A database of its own (the notebook migrates it), so its consolidation sees only its episodes."""
+    name = f"hm_test_nb_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(postgres_admin_dsn, timeout=10)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    try:
+        yield urlunsplit(urlsplit(postgres_admin_dsn)._replace(path="/" + name))
+    finally:
+        admin = await asyncpg.connect(postgres_admin_dsn, timeout=10)
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
+
+
 async def test_walkthrough_notebook_runs_headless(
-    redis_url: str, pg_database: str, monkeypatch: pytest.MonkeyPatch
+    redis_url: str, empty_database: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     prefix = f"hmtest:nb:{uuid.uuid4().hex[:12]}"
     for name in [n for n in os.environ if n.startswith("HYBRIDMEM_")]:
         monkeypatch.delenv(name)
     # The kernel inherits this environment: the notebook starts its own app on these servers.
     monkeypatch.setenv("HYBRIDMEM_REDIS__URL", redis_url)
-    monkeypatch.setenv("HYBRIDMEM_POSTGRES__DSN", pg_database)
+    monkeypatch.setenv("HYBRIDMEM_POSTGRES__DSN", empty_database)
     monkeypatch.setenv("HYBRIDMEM_REDIS__KEY_PREFIX", prefix)
     monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
     nb = nbformat.read(NOTEBOOK, as_version=4)
