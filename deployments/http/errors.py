@@ -83,6 +83,13 @@ def install_error_handlers(app: FastAPI) -> None:
             status_code=422,
         )
 
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        # A bug, not a client error: log it with the request id, answer with the same error shape.
+        rid = getattr(request.state, "request_id", None)
+        log.exception("unhandled error", extra={"path": request.url.path, "request_id": rid})
+        return JSONResponse(error_body("internal_error", "internal server error", request_id=rid), status_code=500)
+
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed", 413: "limit_exceeded"}.get(
