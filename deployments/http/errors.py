@@ -88,7 +88,9 @@ def install_error_handlers(app: FastAPI) -> None:
         # A bug, not a client error: log it with the request id, answer with the same error shape.
         rid = getattr(request.state, "request_id", None)
         log.exception("unhandled error", extra={"path": request.url.path, "request_id": rid})
-        return JSONResponse(error_body("internal_error", "internal server error", request_id=rid), status_code=500)
+        return JSONResponse(
+            error_body("internal_error", "internal server error", request_id=rid), status_code=500
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
