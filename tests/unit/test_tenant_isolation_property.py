@@ -298,7 +298,7 @@ async def do_read(w: World, op: tuple[Any, ...]) -> None:
 
 
 @settings(
-    max_examples=20,
+    max_examples=15,
     deadline=None,
     phases=[Phase.explicit, Phase.reuse, Phase.generate],  # no shrinking: the failure message is enough
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
