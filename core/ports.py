@@ -91,7 +91,9 @@ class EpisodicStore(Protocol):
 
     async def get_memory(self, *, tenant_id: str, memory_id: uuid.UUID) -> MemoryRecord | None: ...
 
-    async def get_memories(self, *, tenant_id: str, memory_ids: Sequence[uuid.UUID]) -> list[MemoryRecord]: ...
+    async def get_memories(
+        self, *, tenant_id: str, memory_ids: Sequence[uuid.UUID]
+    ) -> list[MemoryRecord]: ...
 
     async def list_memories(
         self,

@@ -48,4 +48,5 @@ def compose_app(
     vector_store = dep(VectorStore).bind(overrides)
     retriever = dep(Retriever).bind(overrides, embedder, vector_store)
     scheduler = dep(ConsolidationScheduler).bind(overrides, embedder, vector_store)
-    return dep(Ingress).bind(overrides, embedder, retriever, vector_store, scheduler)
+    app: Application = dep(Ingress).bind(overrides, embedder, retriever, vector_store, scheduler)
+    return app

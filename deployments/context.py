@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 @contextlib.asynccontextmanager
 async def vector_index_for(
-    settings: Settings, vector_store: DeploymentHandle | None
+    settings: Settings, vector_store: DeploymentHandle[Any] | None
 ) -> AsyncIterator[VectorIndex]:
     """Server mode: a direct client per process. Embedded mode: the one VectorStore replica's handle."""
     if settings.qdrant_backend == "server" or vector_store is None:
@@ -39,8 +39,8 @@ async def vector_index_for(
 async def api_context(
     settings: Settings,
     *,
-    embedder: DeploymentHandle | None,
-    vector_store: DeploymentHandle | None,
+    embedder: DeploymentHandle[Any] | None,
+    vector_store: DeploymentHandle[Any] | None,
     retriever: Any = None,
     admin: Any = None,
 ) -> AsyncIterator[ApiContext]:

@@ -23,10 +23,10 @@ class Ingress:
     def __init__(
         self,
         settings: dict[str, Any] | None,
-        embedder: DeploymentHandle,
-        retriever: DeploymentHandle,
-        vector_store: DeploymentHandle | None = None,
-        scheduler: DeploymentHandle | None = None,
+        embedder: DeploymentHandle[Any],
+        retriever: DeploymentHandle[Any],
+        vector_store: DeploymentHandle[Any] | None = None,
+        scheduler: DeploymentHandle[Any] | None = None,
     ) -> None:
         self._settings = load_settings(settings)
         init_observability(self._settings)

@@ -71,6 +71,6 @@ def local_app(
         yield base_url
     finally:
         try:
-            serve.shutdown()
+            serve.shutdown()  # type: ignore[no-untyped-call]
         finally:
             ray.shutdown()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import sys
 import time
@@ -131,7 +132,7 @@ def status(url: str, app_name: str = "hybridmem") -> int:
         import ray
         from ray import serve
 
-        ray.init(address="auto", log_to_driver=False, logging_level="ERROR")
+        ray.init(address="auto", log_to_driver=False, logging_level=logging.ERROR)
         app = serve.status().applications.get(app_name)
         if app is None:
             print(f"serve: no application {app_name!r}")

@@ -33,11 +33,11 @@ def _filters(body: dict[str, Any]) -> dict[str, Any]:
 class Retriever:
     """Embeds the query through the Embedder's handle (same model version as the collection)."""
 
-    async def __init__(
+    async def __init__(  # type: ignore[misc]
         self,
         settings: dict[str, Any] | None,
-        embedder: DeploymentHandle,
-        vector_store: DeploymentHandle | None = None,
+        embedder: DeploymentHandle[Any],
+        vector_store: DeploymentHandle[Any] | None = None,
     ) -> None:
         self._settings = load_settings(settings)
         init_observability(self._settings)
@@ -113,7 +113,7 @@ class Retriever:
 class HandleRetriever:
     """What the Ingress calls: the Retriever deployment's methods with core errors unwrapped."""
 
-    def __init__(self, handle: DeploymentHandle) -> None:
+    def __init__(self, handle: DeploymentHandle[Any]) -> None:
         self._h = handle
 
     async def search(self, tenant_id: str, body: dict[str, Any]) -> dict[str, Any]:

@@ -33,11 +33,11 @@ log = logging.getLogger(__name__)
 class ConsolidationScheduler:
     """Single replica: the run lock here plus per-partition advisory locks in Postgres."""
 
-    async def __init__(
+    async def __init__(  # type: ignore[misc]
         self,
         settings: dict[str, Any] | None,
-        embedder: DeploymentHandle,
-        vector_store: DeploymentHandle | None = None,
+        embedder: DeploymentHandle[Any],
+        vector_store: DeploymentHandle[Any] | None = None,
     ) -> None:
         self._settings = load_settings(settings)
         init_observability(self._settings)

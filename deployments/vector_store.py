@@ -26,7 +26,7 @@ from deployments.remote import call
 class VectorStore:
     """Hosts one VectorIndex; methods mirror core.ports.VectorIndex."""
 
-    async def __init__(self, settings: dict[str, Any] | None = None) -> None:
+    async def __init__(self, settings: dict[str, Any] | None = None) -> None:  # type: ignore[misc]
         self._settings = load_settings(settings)
         init_observability(self._settings)
         self._stack = contextlib.AsyncExitStack()
@@ -76,7 +76,7 @@ class VectorStore:
 class HandleVectorIndex:
     """core.ports.VectorIndex over the VectorStore deployment's handle."""
 
-    def __init__(self, handle: DeploymentHandle) -> None:
+    def __init__(self, handle: DeploymentHandle[Any]) -> None:
         self._h = handle
 
     async def ensure_collection(self, version: ModelVersion, *, make_live: bool = True) -> str:

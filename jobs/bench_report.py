@@ -6,6 +6,7 @@ import json
 import os
 import platform
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +68,7 @@ def load() -> dict[str, dict[str, Any]]:
     return out
 
 
-def table(rows: list[tuple[str, ...]], head: tuple[str, ...]) -> str:
+def table(rows: Sequence[tuple[str, ...]], head: tuple[str, ...]) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
     return "\n".join(lines)

@@ -82,7 +82,9 @@ def create_api(
         lifespan=lifespan,
     )
     app.add_middleware(
-        RequestIdMiddleware, max_body_bytes=max_body_bytes, echo_request_id=not behind_serve_proxy
+        RequestIdMiddleware,  # type: ignore[arg-type]
+        max_body_bytes=max_body_bytes,
+        echo_request_id=not behind_serve_proxy,
     )
     if cors_origins:  # off unless origins are configured explicitly
         app.add_middleware(

@@ -33,7 +33,9 @@ class MemoryPage(BaseModel):
 
 
 @router.put(
-    "/agents/{agent_id}/scratchpad/{key:path}", response_model=ScratchpadEntry, summary="Put a scratchpad value"
+    "/agents/{agent_id}/scratchpad/{key:path}",
+    response_model=ScratchpadEntry,
+    summary="Put a scratchpad value",
 )
 async def put_scratchpad(
     agent_id: AgentPath, key: KeyPath, body: ScratchpadIn, ctx: Ctx, who: Writer

@@ -228,9 +228,19 @@ def test_working_tier_filter_semantics() -> None:
     from core.models import Episode, Role
     from core.retrieval.hybrid import episode_matches
 
-    ep = Episode(id=__import__("uuid").uuid4(), tenant_id="t", agent_id="a", session_id="s", partition=0,
-                 role=Role.USER, kind="note", content="x", metadata={"lang": "en"},
-                 created_at=datetime(2024, 3, 1, 10, tzinfo=UTC), content_hash="h")
+    ep = Episode(
+        id=__import__("uuid").uuid4(),
+        tenant_id="t",
+        agent_id="a",
+        session_id="s",
+        partition=0,
+        role=Role.USER,
+        kind="note",
+        content="x",
+        metadata={"lang": "en"},
+        created_at=datetime(2024, 3, 1, 10, tzinfo=UTC),
+        content_hash="h",
+    )
     assert episode_matches(ep, {"kind": ["note", "fact"], "metadata": {"lang": "en"}})
     assert not episode_matches(ep, {"kind": "fact"})
     assert not episode_matches(ep, {"agent_id": "b"})

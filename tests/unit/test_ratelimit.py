@@ -46,10 +46,13 @@ async def test_http_429_with_retry_after() -> None:
         )
 
     app = create_api(ctx)
-    async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
-            codes = [(await c.get("/v1/whoami", headers={"X-API-Key": "k1"})).status_code for _ in range(3)]
-            assert codes == [200, 200, 429]
-            r = await c.get("/v1/whoami", headers={"X-API-Key": "k1"})
-            assert r.json()["error"]["code"] == "rate_limited"
-            assert int(r.headers["Retry-After"]) >= 1
+    transport = httpx.ASGITransport(app=app)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://t") as c,
+    ):
+        codes = [(await c.get("/v1/whoami", headers={"X-API-Key": "k1"})).status_code for _ in range(3)]
+        assert codes == [200, 200, 429]
+        r = await c.get("/v1/whoami", headers={"X-API-Key": "k1"})
+        assert r.json()["error"]["code"] == "rate_limited"
+        assert int(r.headers["Retry-After"]) >= 1
