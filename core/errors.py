@@ -19,6 +19,8 @@ only the ingress maps these to HTTP status codes.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class HybridMemError(Exception):
     """Root of every error hybridmem raises on purpose."""
@@ -28,6 +30,18 @@ class HybridMemError(Exception):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Subclasses take other constructor arguments; rebuild from state so errors raised in one Ray
+        # process (a Retriever replica) arrive intact in another (the Ingress) and keep their 4xx.
+        return (_rebuild, (type(self), self.message, dict(self.__dict__)))
+
+
+def _rebuild(cls: type[HybridMemError], message: str, state: dict[str, Any]) -> HybridMemError:
+    exc = cls.__new__(cls)
+    Exception.__init__(exc, message)
+    exc.__dict__.update(state)
+    return exc
 
 
 class InvalidInput(HybridMemError):

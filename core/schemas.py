@@ -92,7 +92,10 @@ def _depth(value: Any, level: int = 0) -> int:
 
 
 def check_metadata(field: str, metadata: dict[str, Any], limits: LimitSettings) -> None:
-    size = len(json.dumps(metadata, separators=(",", ":"), default=str).encode())
+    dumped = json.dumps(metadata, separators=(",", ":"), default=str)
+    if "\\u0000" in dumped:
+        raise InvalidInput(field, "must not contain NUL characters")
+    size = len(dumped.encode())
     if size > limits.max_metadata_bytes:
         raise LimitExceeded(field, limits.max_metadata_bytes, size, "bytes")
     depth = _depth(metadata)

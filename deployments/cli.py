@@ -62,6 +62,34 @@ def _cmd_status(args: argparse.Namespace) -> int:
     return status(args.url)
 
 
+def _cmd_backup(args: argparse.Namespace) -> int:
+    import json
+
+    from core.backup import backup
+    from core.settings import load_settings
+
+    manifest = asyncio.run(
+        backup(
+            load_settings(),
+            args.dir,
+            include_working=not args.no_working,
+            include_semantic=not args.no_semantic,
+        )
+    )
+    print(json.dumps(manifest, indent=2, default=str))
+    return 0
+
+
+def _cmd_restore(args: argparse.Namespace) -> int:
+    import json
+
+    from core.backup import restore
+    from core.settings import load_settings
+
+    print(json.dumps(asyncio.run(restore(load_settings(), args.dir)), indent=2, default=str))
+    return 0
+
+
 BENCHES = {
     "embed": "jobs.bench_embed",
     "ingest": "jobs.bench_ingest",
@@ -166,6 +194,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     st.add_argument("--url", default="http://127.0.0.1:8000", help="app base URL (default: %(default)s)")
     st.set_defaults(func=_cmd_status)
+
+    bk = sub.add_parser(
+        "backup",
+        help="back up the episodic, semantic and (optionally) working tiers into a directory",
+        description="Consistent Postgres COPY, the vector store (Qdrant snapshots, or the embedded store's "
+        "files when no process holds it), Redis keys with TTLs, and a manifest. See docs/backup.md.",
+    )
+    bk.add_argument("dir", help="empty or new directory")
+    bk.add_argument("--no-working", action="store_true", help="skip the Redis working tier")
+    bk.add_argument("--no-semantic", action="store_true", help="skip vectors (rebuild them by re-embedding)")
+    bk.set_defaults(func=_cmd_backup)
+
+    rs = sub.add_parser(
+        "restore", help="restore a backup into empty stores", description="See docs/backup.md."
+    )
+    rs.add_argument("dir", help="a directory written by `hybridmem backup`")
+    rs.set_defaults(func=_cmd_restore)
 
     bench = sub.add_parser(
         "bench",

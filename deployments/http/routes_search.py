@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from core.models import ScoredSnippet, Tier
 from deployments.http.deps import Ctx, Reader
@@ -14,17 +14,20 @@ from deployments.http.deps import Ctx, Reader
 router = APIRouter(prefix="/v1", tags=["retrieval"])
 
 MetaValue = str | int | float | bool
+MetaKey = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 
 
 class SearchFilters(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    agent_id: str | None = Field(None, min_length=1, max_length=256)
-    session_id: str | None = Field(None, min_length=1, max_length=256)
+    agent_id: str | None = Field(None, min_length=1, max_length=256, pattern=r"^[^\x00-\x1f]+$")
+    session_id: str | None = Field(None, min_length=1, max_length=256, pattern=r"^[^\x00-\x1f]+$")
     kind: str | list[str] | None = Field(None, description="One kind or any of several")
     created_after: datetime | None = None
     created_before: datetime | None = None
-    metadata: dict[str, MetaValue] | None = Field(None, description="Equality on metadata keys")
+    metadata: dict[MetaKey, MetaValue] | None = Field(
+        None, max_length=16, description="Equality on metadata keys ([A-Za-z0-9_-], up to 64 chars)"
+    )
 
 
 class SearchRequest(BaseModel):

@@ -20,15 +20,9 @@ REQUEST_TIMEOUT_S = 30.0
 EXAMPLES = 8  # per operation: ~27 operations, well under 3 minutes on 2 cores
 # The consolidation scheduler is not deployed with consolidation disabled: its 503 is the declared answer.
 DECLARED_503 = {("POST", "/v1/admin/consolidations")}
-# Known bug, reported to the lead: an InvalidInput raised inside the Retriever deployment (e.g. a metadata
-# filter key outside [A-Za-z0-9_-]{1,64}) cannot be unpickled (core/errors.py) and reaches the Ingress as a
-# plain-text 500. Pinned by strict-xfail regressions in test_security_serve.py; drop this once they pass.
-KNOWN_500 = {("POST", "/v1/search"), ("POST", "/v1/context")}
 
 
 def check_answer(method: str, path: str, status: int, body: Any, text: str) -> None:
-    if status >= 500 and (method, path) in KNOWN_500:
-        return
     if status >= 500:
         assert (method, path) in DECLARED_503 and status == 503, f"{method} {path} -> {status}: {text[:500]}"
     if 400 <= status < 500:

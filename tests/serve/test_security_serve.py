@@ -129,35 +129,19 @@ def test_hostile_filter_values_are_plain_values(
         assert r.status_code in (200, 404), r.text
 
 
-# Bugs reported to the lead (flip to passing when fixed; strict, so a fix is noticed):
-PICKLE = pytest.mark.xfail(
-    strict=True,
-    reason="core/errors.py: InvalidInput/LimitExceeded/NotFound/RateLimited do not survive pickling, so one "
-    "raised in the Retriever deployment reaches the Ingress as a RayTaskError -> plain-text 500",
-)
-NUL_META = pytest.mark.xfail(
-    strict=True,
-    reason="core/schemas.check_metadata lets NUL through; Postgres refuses it and the store names 'content'",
-)
-
-
 @pytest.mark.parametrize(
     ("path", "body", "field"),
     [
-        pytest.param("/v1/search", {"query": "x", "filters": {"session_id": "s\x00"}}, "filters.session_id",
-                     marks=PICKLE),
-        pytest.param("/v1/search", {"query": "x", "filters": {"agent_id": "a\x00"}}, "filters.agent_id",
-                     marks=PICKLE),
-        pytest.param("/v1/context", {"query": "x", "filters": {"session_id": "s\x00"}}, "filters.session_id",
-                     marks=PICKLE),
+        ("/v1/search", {"query": "x", "filters": {"session_id": "s\x00"}}, "filters.session_id"),
+        ("/v1/search", {"query": "x", "filters": {"agent_id": "a\x00"}}, "filters.agent_id"),
+        ("/v1/context", {"query": "x", "filters": {"session_id": "s\x00"}}, "filters.session_id"),
         ("/v1/search", {"query": "x", "filters": {"session_id": "s" * 10_000}}, "filters.session_id"),
         ("/v1/search", {"query": "x" * 100_000}, "query"),
         ("/v1/episodes", {"agent_id": "a\x00", "session_id": "s", "content": "c"}, "agent_id"),
         ("/v1/episodes", {"agent_id": "a", "session_id": "s", "content": "c\x00"}, "episode.content"),
-        pytest.param("/v1/episodes", {"agent_id": "a", "session_id": "s", "content": "c",
-                                      "metadata": {"k": "v\x00"}}, "episode.metadata", marks=NUL_META),
-        pytest.param("/v1/memories", {"agent_id": "a", "content": "c", "metadata": {"k\x00": 1}},
-                     "memory.metadata", marks=NUL_META),
+        ("/v1/episodes", {"agent_id": "a", "session_id": "s", "content": "c",
+                          "metadata": {"k": "v\x00"}}, "episode.metadata"),
+        ("/v1/memories", {"agent_id": "a", "content": "c", "metadata": {"k\x00": 1}}, "memory.metadata"),
     ],
 )  # fmt: skip
 def test_nul_and_oversized_values_are_4xx_naming_the_field(
@@ -176,17 +160,13 @@ def test_nul_in_a_query_is_harmless(app_server: AppServer) -> None:
             assert r.status_code == 200, r.text
 
 
-@pytest.mark.xfail(strict=True, reason="same pickling bug: InvalidInput from the Retriever becomes a 500")
 def test_hostile_metadata_key_in_a_filter_is_a_422(app_server: AppServer, data: dict[str, Any]) -> None:
     with app_server.client("a_rw") as c:
         r = c.post("/v1/search", json={"query": "harbor", "filters": {"metadata": {"a' OR '1'='1": "x"}}})
     assert r.status_code == 422, r.text
 
 
-# Found by tests/serve/test_fuzz_openapi.py (exact requests): same pickling bug, 500 instead of 422.
-@pytest.mark.xfail(
-    strict=True, reason="pickling bug in core/errors.py: InvalidInput from the Retriever -> 500"
-)
+# Found by tests/serve/test_fuzz_openapi.py (exact requests): were 500s before the error-pickling fix.
 @pytest.mark.parametrize(
     ("path", "body"),
     [
