@@ -14,6 +14,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 
+import asyncpg
 import httpx
 
 from core import metrics
@@ -115,7 +116,10 @@ async def run_partition(
             buffer_max_len=settings.redis.session_buffer_max_len,
             timeout_s=max(settings.postgres.command_timeout_s, 30.0), fault=fault, progress=progress,
         )  # fmt: skip
-    except (HybridMemError, OSError, RuntimeError, ValueError, TimeoutError) as exc:
+    except (
+        HybridMemError, asyncpg.PostgresError, asyncpg.InterfaceError, OSError, RuntimeError, ValueError,
+        TimeoutError,
+    ) as exc:  # fmt: skip
         error = f"{type(exc).__name__}: {exc}"
         log.exception("partition %d failed", partition)
         metrics.METRICS.consolidation_failures_total.inc(stage=metrics.failure_stage(exc))
