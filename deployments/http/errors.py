@@ -43,6 +43,8 @@ def _field_of(loc: tuple[Any, ...]) -> str:
     parts = [str(p) for p in (loc[1:] if loc[:1] in (("body",), ("query",), ("path",), ("header",)) else loc)]
     out = ""
     for p in parts:
+        if p == "[key]":  # pydantic's marker for "the key itself is invalid": the key is already named
+            continue
         out += f"[{p}]" if p.isdigit() else (f".{p}" if out else p)
     return out or "body"
 
