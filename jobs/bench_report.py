@@ -149,6 +149,9 @@ def render(results: dict[str, dict[str, Any]]) -> str:
         "figures were measured on this machine class with the same model (product card).",
         "",
     ]
+    notes = RESULTS / "notes.md"
+    if notes.exists():
+        parts += ["## Notes on this run", "", notes.read_text().strip(), ""]
     for img in plots(results):
         parts += [f"![{img}]({img})", ""]
     return "\n".join(parts)
