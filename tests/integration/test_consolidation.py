@@ -6,28 +6,26 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any, ClassVar
 
 import httpx
 import pytest
-import redis.asyncio as aioredis
 
 from core.consolidation.partition import consolidate_partition, summary_id
 from core.consolidation.runner import parse_partitions, run_consolidation
 from core.consolidation.summarise import ExtractiveSummariser, OllamaSummariser, SummaryTurn
-from core.embedding.sentence_model import SentenceTransformerEmbedder
-from core.settings import EmbeddingSettings
-from tests.integration.consolidation_env import (
+from tests.integration.consolidation_env import (  # noqa: F401  (fixtures)
     N_PARTITIONS,
     T0,
     Env,
     cloned_database,
     conversation,
     distinct_first,
+    embedder,
+    env,
     env_settings,
     episode,
     episode_point_records,
@@ -35,36 +33,8 @@ from tests.integration.consolidation_env import (
     migrated_template,
     open_env,
     session_in,
+    template,
 )
-
-
-@pytest.fixture(scope="module")
-async def template(postgres_admin_dsn: str) -> AsyncIterator[str]:
-    async with migrated_template(postgres_admin_dsn) as name:
-        yield name
-
-
-@pytest.fixture(scope="module")
-def embedder() -> Iterator[SentenceTransformerEmbedder]:
-    model = SentenceTransformerEmbedder(EmbeddingSettings(device="cpu", encode_batch_size=32))
-    yield model
-    model.close()
-
-
-@pytest.fixture
-async def env(
-    postgres_admin_dsn: str,
-    template: str,
-    redis_url: str,
-    redis_client: aioredis.Redis,
-    key_prefix: str,
-    tmp_path: Path,
-    embedder: SentenceTransformerEmbedder,
-) -> AsyncIterator[Env]:
-    async with cloned_database(postgres_admin_dsn, template) as dsn:
-        settings = env_settings(dsn=dsn, redis_url=redis_url, key_prefix=key_prefix, data_dir=tmp_path)
-        async with open_env(settings, redis_client, embedder) as e:
-            yield e
 
 
 def _kw(env: Env) -> dict[str, Any]:
