@@ -19,6 +19,7 @@ from urllib.parse import unquote
 import asyncpg
 import redis.asyncio as aioredis
 
+from core import metrics
 from core.consolidation.partition import summary_point
 from core.consolidation.queries import _EPISODE_COLS
 from core.embedding.types import TextEmbedder
@@ -86,7 +87,9 @@ async def archive_episodes(
                 ids = [point_id(r["tenant_id"], "episode", str(r["id"]), version) for r in rows]
                 await vectors.delete_ids(ids)
                 report.vectors_removed += len(ids)
+                metrics.METRICS.retention_actions_total.inc(len(ids), action="deleted", record_type="vector")
         report.episodes += len(rows)
+        metrics.METRICS.retention_actions_total.inc(len(rows), action="archived", record_type="episode")
         tenants.update(r["tenant_id"] for r in rows)
         if len(rows) < batch_size:
             break
@@ -134,6 +137,7 @@ async def drop_idle_buffers(
             if buffered:
                 report.drained += len(await episodic.insert_episodes(buffered))
             await working.delete_session(tenant_id=tenant_id, session_id=session_id)
+            metrics.METRICS.retention_actions_total.inc(action="expired", record_type="session_buffer")
             member = f"{encode_component(tenant_id)}:{encode_component(session_id)}"
             for p in {ep.partition for ep in buffered}:
                 await client.zrem(f"{prefix}:p:{p}:sessions", member)
