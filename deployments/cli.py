@@ -90,6 +90,46 @@ def _cmd_restore(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_ingest(args: argparse.Namespace) -> int:
+    """Episodes from a JSONL file (one EpisodeIn object per line) in batches, with a progress bar."""
+    import json
+
+    import httpx
+    from tqdm import tqdm
+
+    lines = [ln for ln in Path(args.file).read_text(encoding="utf-8").splitlines() if ln.strip()]
+    try:
+        items = [json.loads(ln) for ln in lines]
+    except json.JSONDecodeError as exc:
+        print(f"error: {args.file}:{exc.lineno}: not JSON ({exc.msg})", file=sys.stderr)
+        return 2
+    headers = {"Authorization": f"Bearer {args.key}"}
+    inserted = duplicates = 0
+    with (
+        httpx.Client(base_url=args.url, headers=headers, timeout=120) as client,
+        tqdm(total=len(items), unit="episode", desc="ingesting") as bar,
+    ):
+        for start in range(0, len(items), args.batch):
+            chunk = items[start : start + args.batch]
+            r = client.post("/v1/episodes/batch", json={"episodes": chunk})
+            if r.status_code != 201:
+                bar.close()
+                print(
+                    f"error: lines {start + 1}-{start + len(chunk)}: HTTP {r.status_code} {r.text}",
+                    file=sys.stderr,
+                )
+                print(
+                    f"stored before the error: {inserted} new, {duplicates} already stored", file=sys.stderr
+                )
+                return 1
+            body = r.json()
+            inserted += body["inserted"]
+            duplicates += body["duplicates"]
+            bar.update(len(chunk))
+    print(f"stored {inserted} new episodes, {duplicates} already stored (replays)")
+    return 0
+
+
 BENCHES = {
     "embed": "jobs.bench_embed",
     "ingest": "jobs.bench_ingest",
@@ -194,6 +234,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     st.add_argument("--url", default="http://127.0.0.1:8000", help="app base URL (default: %(default)s)")
     st.set_defaults(func=_cmd_status)
+
+    ing = sub.add_parser(
+        "ingest",
+        help="store episodes from a JSONL file through the API (batched, with progress)",
+        description="Each line is one episode object as POST /v1/episodes takes it (agent_id, session_id, "
+        "content, optional id/role/kind/metadata/created_at). Give ids to make re-runs idempotent.",
+    )
+    ing.add_argument("file", help="JSONL file")
+    ing.add_argument("--url", default="http://127.0.0.1:8000", help="app base URL (default: %(default)s)")
+    ing.add_argument("--key", required=True, help="API key with memory:write")
+    ing.add_argument("--batch", type=int, default=500, help="episodes per request (default: %(default)s)")
+    ing.set_defaults(func=_cmd_ingest)
 
     bk = sub.add_parser(
         "backup",

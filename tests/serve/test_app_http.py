@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
+from pathlib import Path
 
 import httpx
 import pytest
@@ -179,3 +181,35 @@ def test_hybrid_search_context_budget_filters_and_isolation(app_server: AppServe
             "/v1/context", json={"query": "XJ-4471-QZ", "filters": {"session_id": session}}
         ).json()
         assert "XJ-4471" not in ctx["context"]
+
+
+def test_cli_ingest_file_is_batched_and_idempotent(app_server: AppServer, tmp_path: Path) -> None:
+    from deployments.cli import main
+
+    session = f"s-{uuid.uuid4().hex[:8]}"
+    path = tmp_path / "episodes.jsonl"
+    path.write_text(
+        "\n".join(
+            json.dumps({"id": f"f{i}", "agent_id": "cli", "session_id": session, "content": f"line {i}"})
+            for i in range(7)
+        )
+        + "\n"
+    )
+    args = [
+        "ingest",
+        str(path),
+        "--url",
+        app_server.base_url,
+        "--key",
+        app_server.keys["a_rw"],
+        "--batch",
+        "3",
+    ]
+    assert main(args) == 0
+    assert main(args) == 0  # replay stores nothing new
+    with app_server.client("a_rw") as rw:
+        items = rw.get("/v1/episodes", params={"session_id": session}).json()["items"]
+    assert sorted(e["content"] for e in items) == sorted(f"line {i}" for i in range(7))
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"agent_id": "cli", "session_id": "x", "content": ""}\n')
+    assert main(["ingest", str(bad), "--url", app_server.base_url, "--key", app_server.keys["a_rw"]]) == 1
