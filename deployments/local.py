@@ -42,6 +42,7 @@ def local_app(
     port: int | None = None,
     num_cpus: int = 6,
     deployment_options: dict[str, Any] | None = None,
+    include_dashboard: bool = False,
 ) -> Iterator[str]:
     """Start Ray + Serve, deploy build_app(settings), yield the base URL, shut everything down after.
 
@@ -55,7 +56,7 @@ def local_app(
     port = port or free_port()
     ray.init(
         num_cpus=num_cpus,
-        include_dashboard=False,
+        include_dashboard=include_dashboard,  # the dashboard also serves the Job Submission API
         namespace=f"hybridmem-{uuid.uuid4().hex[:6]}",
         log_to_driver=False,
     )

@@ -44,12 +44,21 @@ def submit_consolidation(
         args += ["--parallelism", str(parallelism)]
     env = {k: v for k, v in os.environ.items() if k.startswith("HYBRIDMEM_")}
     client = JobSubmissionClient(address)
-    job_id = client.submit_job(
-        entrypoint=" ".join(args),
-        runtime_env={"env_vars": env},
-        submission_id=f"hybridmem-consolidate-{run_id.hex[:12]}",
-        metadata={"hybridmem_run_id": str(run_id)},
-    )
+    submit_deadline = time.monotonic() + 60
+    while True:
+        try:
+            job_id = client.submit_job(
+                entrypoint=" ".join(args),
+                runtime_env={"env_vars": env},
+                submission_id=f"hybridmem-consolidate-{run_id.hex[:12]}",
+                metadata={"hybridmem_run_id": str(run_id)},
+            )
+            break
+        except RuntimeError as exc:
+            # A cluster that just started has no job agent yet: wait for it rather than fail.
+            if "No available agent" not in str(exc) or time.monotonic() > submit_deadline:
+                raise
+            time.sleep(2.0)
     print(f"submitted job {job_id} (run {run_id})")
     if not wait:
         return 0
