@@ -26,6 +26,7 @@ import asyncpg
 
 from core.errors import InvalidInput, StoreUnavailable
 from core.models import Episode, MemoryRecord
+from core.stores.postgres_episodic import search_filters
 
 _COLS = (
     "e.id, e.tenant_id, e.agent_id, e.session_id, e.partition, e.role, e.kind, e.content, e.metadata, "
@@ -81,26 +82,8 @@ SELECT {cols}, s.score FROM scored s JOIN {table} e ON e.id = s.id ORDER BY s.sc
 
 
 def _filters(filters: dict[str, Any] | None, args: list[Any], *, memories: bool = False) -> str:
-    """SQL predicates for agent_id, session_id, kind, created_after/before (half-open), metadata."""
-    clauses: list[str] = []
-    filters = filters or {}
-    for name in ("agent_id", "session_id", "kind"):
-        value = filters.get(name)
-        if value is not None:
-            args.append(value)
-            clauses.append(f"e.{name} = ${len(args)}")
-    for name, op in (("created_after", ">="), ("created_before", "<")):
-        value = filters.get(name)
-        if value is not None:
-            args.append(value)
-            clauses.append(f"e.created_at {op} ${len(args)}::timestamptz")
-    meta = filters.get("metadata")
-    if meta:
-        args.append(json.dumps(meta))
-        clauses.append(f"e.metadata @> ${len(args)}::text::jsonb")
-    if memories and filters.get("model_version") is not None:
-        args.append(filters["model_version"])
-        clauses.append(f"e.model_version = ${len(args)}")
+    """The episodic store's filter predicates on the ``e`` alias, as an ``AND ...`` suffix."""
+    clauses = search_filters(filters, args, memories=memories, alias="e.")
     return "".join(f" AND {c}" for c in clauses)
 
 

@@ -94,27 +94,39 @@ def _memory(row: asyncpg.Record) -> MemoryRecord:
     )  # fmt: skip
 
 
-def _search_filters(filters: dict[str, Any] | None, args: list[Any], *, memories: bool) -> list[str]:
-    """SQL predicates for the shared filter keys; values are appended to ``args`` as parameters."""
+def search_filters(
+    filters: dict[str, Any] | None, args: list[Any], *, memories: bool, alias: str = ""
+) -> list[str]:
+    """SQL predicates for the shared filter keys; values are appended to ``args`` as parameters.
+
+    ``kind`` is one value or any of several; ``created_after`` is inclusive, ``created_before`` exclusive;
+    ``metadata`` is jsonb containment. ``alias`` prefixes the columns (``"e."`` in a joined query).
+    """
     clauses: list[str] = []
     filters = filters or {}
+    col = alias
     for name in ("agent_id", "session_id", "kind"):
         value = filters.get(name)
-        if value is not None:
+        if value is None:
+            continue
+        if isinstance(value, list | tuple):
+            args.append([str(v) for v in value])
+            clauses.append(f"{col}{name} = ANY(${len(args)}::text[])")
+        else:
             args.append(value)
-            clauses.append(f"{name} = ${len(args)}")
+            clauses.append(f"{col}{name} = ${len(args)}")
     for name, op in (("created_after", ">="), ("created_before", "<")):
         value = filters.get(name)
         if value is not None:
             args.append(value)
-            clauses.append(f"created_at {op} ${len(args)}::timestamptz")
+            clauses.append(f"{col}created_at {op} ${len(args)}::timestamptz")
     meta = filters.get("metadata")
     if meta:
         args.append(json.dumps(meta))
-        clauses.append(f"metadata @> ${len(args)}::text::jsonb")
+        clauses.append(f"{col}metadata @> ${len(args)}::text::jsonb")
     if memories and filters.get("model_version") is not None:
         args.append(filters["model_version"])
-        clauses.append(f"model_version = ${len(args)}")
+        clauses.append(f"{col}model_version = ${len(args)}")
     return clauses
 
 
@@ -406,7 +418,7 @@ class PostgresEpisodeStore:
         if k <= 0 or not query.strip():
             return []
         args: list[Any] = [tenant_id, query]
-        clauses = _search_filters(filters, args, memories=table == "memory_records")
+        clauses = search_filters(filters, args, memories=table == "memory_records")
         args.append(k)
         where = "".join(f" AND {c}" for c in clauses)
         sql = f"""SELECT {columns}, ts_rank_cd(tsv, s.q) AS rank

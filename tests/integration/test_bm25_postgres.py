@@ -87,6 +87,17 @@ async def test_filters_and_empty_queries(pg_pool: asyncpg.Pool, tenant: str) -> 
         tenant_id=tenant, query="ACME invoice", k=5, filters={"created_before": T0 + timedelta(seconds=1)}
     )
     assert [e.id for e, _ in before] == [a.id]
+    for searcher in (search, store):  # one filter grammar for both lexical scorers
+        any_kind = await searcher.search_text(
+            tenant_id=tenant, query="ACME invoice", k=5, filters={"kind": ["note", "message"]}
+        )
+        assert {e.id for e, _ in any_kind} == {a.id, b.id}
+        assert (
+            await searcher.search_text(
+                tenant_id=tenant, query="ACME invoice", k=5, filters={"kind": ["note"]}
+            )
+            == []
+        )
     assert await search.search_text(tenant_id=tenant, query="the and of", k=5) == []
     assert await search.search_text(tenant_id=tenant, query="   ", k=5) == []
 
