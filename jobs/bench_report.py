@@ -21,8 +21,8 @@ COMMANDS = {
     "retrieve_10k": "hybridmem bench retrieve --memories 10000 --clients 16 --json",
     "retrieve_100k": "hybridmem bench retrieve --memories 100000 --clients 16 --json",
     "consolidate": "hybridmem bench consolidate --json",
-    "locomo": "hybridmem bench locomo --data ../shared/bench/locomo/locomo_dev.json --json",
-    "scifact": "hybridmem bench scifact --data ../shared/bench/scifact "
+    "quality_locomo": "hybridmem bench locomo --data ../shared/bench/locomo/locomo_dev.json --json",
+    "quality_scifact": "hybridmem bench scifact --data ../shared/bench/scifact "
     "--qrels ../shared/bench/scifact/qrels/train.tsv --json",
 }
 
@@ -100,7 +100,7 @@ def plots(results: dict[str, dict[str, Any]]) -> list[str]:
         fig.savefig(PLOTS / "retrieve_latency.png", dpi=110)
         plt.close(fig)
         made.append("img/retrieve_latency.png")
-    loc = results.get("locomo", {}).get("modes")
+    loc = results.get("quality_locomo", {}).get("modes")
     if loc:
         fig, ax = plt.subplots(figsize=(6, 3.2))
         ks = [5, 10, 25, 50]
@@ -112,9 +112,9 @@ def plots(results: dict[str, dict[str, Any]]) -> list[str]:
         ax.legend()
         ax.set_title("LoCoMo evidence recall (dev conversations)")
         fig.tight_layout()
-        fig.savefig(PLOTS / "locomo_recall.png", dpi=110)
+        fig.savefig(PLOTS / "recall_at_k.png", dpi=110)
         plt.close(fig)
-        made.append("img/locomo_recall.png")
+        made.append("img/recall_at_k.png")
     return made
 
 

@@ -238,7 +238,7 @@ def test_locomo_example_runs_end_to_end(
     }
     data = tmp_path / "locomo_small.json"
     data.write_text(json.dumps([sample]))
-    example = _example("locomo_agent")
+    example = _example("conversation_agent")
     argv = [str(data), "--url", app_server.base_url, "--key", app_server.keys["a_admin"], "--questions", "2"]
     assert example.main([*argv, "--timeout", "240"]) == 0
     out = capsys.readouterr().out

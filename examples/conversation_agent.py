@@ -2,7 +2,7 @@
 
 Against a running app (``make run`` serves 127.0.0.1:8000)::
 
-    .venv/bin/python examples/locomo_agent.py --key <write+admin key>
+    .venv/bin/python examples/conversation_agent.py --key <write+admin key>
 
 Every turn becomes an episode of session ``<sample_id>`` at its session's real time (plus its position in
 seconds, to keep order), content ``SPEAKER said, "text"``, speaker and dialog id in the metadata. The
