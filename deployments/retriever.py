@@ -55,6 +55,8 @@ class Retriever:
                 use_context=r.lexical_neighbour_window > 0,
                 neighbour_weight=r.lexical_neighbour_weight,
                 timeout_s=self._settings.postgres.command_timeout_s,
+                prune_df=r.bm25_prune_df,
+                prune_min_docs=r.bm25_prune_min_docs,
             )
         self._core = HybridRetriever(
             working=res.working,

@@ -17,6 +17,7 @@ context fall back to ``tsv``. Schema it needs (a migration the episodic store ow
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -37,17 +38,32 @@ _MEMORY_COLS = (
     "e.model_version, e.created_at, e.updated_at"
 )
 _N_DOCS_TTL_S = 60.0
+_STATS_TTL_S = 300.0
 
-# $1 tenant, $2 query text, $3 k, $4 neighbour weight, $5 k1, $6 b, $7 number of documents; filters after.
-# Term frequencies: setweight(doc, 'c', query lexemes) + ts_filter keep only the query's lexemes, in C,
-# so only those are unnested (own text: weights A/D; neighbour text: weight B).
+# Most common lexemes of a tsvector column and their document fractions, from ANALYZE's sample.
+_LEXEME_STATS = """
+SELECT most_common_elems::text::text[] AS elems, most_common_elem_freqs AS freqs
+FROM pg_stats WHERE schemaname = current_schema() AND tablename = $1 AND attname = 'tsv'
+"""
+_QUERY_LEXEMES = """
+SELECT coalesce(array_agg(DISTINCT lexeme), '{}'::text[]) FROM unnest(to_tsvector('english'::regconfig, $1))
+"""
+
+# $1 tenant, $2 query text, $3 k, $4 neighbour weight, $5 k1, $6 b, $7 number of documents,
+# $8 pruned lexemes (scored but not used to find candidates), $9 their document frequencies, $10 the
+# tenant's average document length; filters after. Term frequencies: setweight(doc, 'c', query
+# lexemes) + ts_filter keep only the query's lexemes, in C, so only those are unnested (own text:
+# weights A/D; neighbour text: weight B).
 _SEARCH = """
 WITH qlex AS (
     SELECT coalesce(array_agg(DISTINCT lexeme), '{{}}'::text[]) AS lx
     FROM unnest(to_tsvector('english'::regconfig, $2))
 ),
 tq AS (
-    SELECT lx, array_to_string(ARRAY(SELECT quote_literal(l) FROM unnest(lx) AS l), ' | ')::tsquery AS q
+    SELECT lx,
+           array_to_string(
+               ARRAY(SELECT quote_literal(l) FROM unnest(lx) AS l WHERE NOT (l = ANY($8::text[]))), ' | '
+           )::tsquery AS q
     FROM qlex
 ),
 cand AS (
@@ -65,8 +81,12 @@ hits AS (
     FROM cand c, unnest(c.near) AS u
 ),
 tf AS (SELECT id, dl, lexeme, sum(n) AS tf FROM hits GROUP BY id, dl, lexeme),
-df AS (SELECT lexeme, count(*)::float8 AS n FROM tf GROUP BY lexeme),
-avgdl AS (SELECT greatest(avg(dl), 1.0) AS v FROM (SELECT DISTINCT id, dl FROM tf) AS d),
+df AS (
+    SELECT lexeme, count(*)::float8 AS n FROM tf WHERE NOT (lexeme = ANY($8::text[])) GROUP BY lexeme
+    UNION ALL
+    SELECT * FROM unnest($8::text[], $9::float8[])
+),
+avgdl AS (SELECT greatest($10::float8, 1.0) AS v),
 scored AS (
     SELECT tf.id,
            sum(ln(1.0 + (greatest($7::float8, df.n) - df.n + 0.5) / (df.n + 0.5))
@@ -120,6 +140,8 @@ class PostgresBm25Search:
         use_context: bool = False,
         neighbour_weight: float = 0.5,
         timeout_s: float = 10.0,
+        prune_df: float = 0.1,
+        prune_min_docs: int = 20_000,
     ) -> None:
         self._pool = pool
         self._k1 = k1
@@ -127,7 +149,13 @@ class PostgresBm25Search:
         self._use_context = use_context
         self._neighbour_weight = neighbour_weight
         self._timeout_s = timeout_s
-        self._n_docs: dict[str, tuple[float, int]] = {}
+        self._prune_df = prune_df
+        self._prune_min_docs = prune_min_docs
+        self._n_docs: dict[str, tuple[float, int, float]] = {}
+        self._lexeme_freqs: dict[str, tuple[float, dict[str, float]]] = {}
+        self._dfs: dict[str, tuple[float, float]] = {}
+        self.pruned_searches = 0
+        self.prune_fallbacks = 0
 
     @contextmanager
     def _translate(self) -> Iterator[None]:
@@ -138,24 +166,109 @@ class PostgresBm25Search:
         except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             raise StoreUnavailable("postgres", type(exc).__name__) from exc
 
-    async def _tenant_size(self, conn: asyncpg.Connection, table: str, tenant_id: str) -> int:
-        """Rows of the tenant (BM25's N), cached for a minute: IDF barely moves with N."""
-        cached = self._n_docs.get(f"{table}:{tenant_id}")
+    async def _tenant_size(
+        self, conn: asyncpg.Connection, table: str, tenant_id: str, doc: str
+    ) -> tuple[int, float]:
+        """(rows of the tenant, their average document length): BM25's N and avgdl, cached for a
+        minute, since both barely move between queries."""
+        key = f"{table}:{tenant_id}:{doc}"
+        cached = self._n_docs.get(key)
         now = time.monotonic()
         if cached is not None and now - cached[0] < _N_DOCS_TTL_S:
-            return cached[1]
-        n = await conn.fetchval(
-            f"SELECT count(*) FROM {table} WHERE tenant_id = $1", tenant_id, timeout=self._timeout_s
+            return cached[1], cached[2]
+        row = await conn.fetchrow(
+            f"SELECT count(*) AS n, avg(length({doc}))::float8 AS avgdl "
+            f"FROM {table} e WHERE e.tenant_id = $1",
+            tenant_id,
+            timeout=self._timeout_s,
         )
-        self._n_docs[f"{table}:{tenant_id}"] = (now, int(n or 0))
-        return int(n or 0)
+        n, avgdl = int(row["n"] or 0), float(row["avgdl"] or 1.0)
+        self._n_docs[key] = (now, n, avgdl)
+        return n, avgdl
+
+    async def _common_lexemes(self, conn: asyncpg.Connection, table: str) -> dict[str, float]:
+        """Lexeme → fraction of the table's rows holding it, for the most common lexemes (cached).
+
+        From ``pg_stats`` (ANALYZE's sample, table-wide rather than per tenant): it only decides which
+        query terms are too common to look candidates up by, never which documents are returned."""
+        cached = self._lexeme_freqs.get(table)
+        now = time.monotonic()
+        if cached is not None and now - cached[0] < _STATS_TTL_S:
+            return cached[1]
+        row = await conn.fetchrow(_LEXEME_STATS, table, timeout=self._timeout_s)
+        freqs: dict[str, float] = {}
+        if row is not None and row["elems"] and row["freqs"]:
+            freqs = {lex: float(f) for lex, f in zip(row["elems"], row["freqs"], strict=False)}
+        self._lexeme_freqs[table] = (now, freqs)
+        return freqs
+
+    def _idf(self, df: float, n_docs: int) -> float:
+        return math.log(1.0 + (max(n_docs, df) - df + 0.5) / (df + 0.5))
+
+    async def _document_frequency(
+        self,
+        conn: asyncpg.Connection,
+        table: str,
+        tenant_id: str,
+        lexeme: str,
+        filters: dict[str, Any] | None,
+        match: str,
+    ) -> float:
+        """Exact document frequency of one lexeme under the request's filters, cached like N."""
+        key = f"{table}:{tenant_id}:{lexeme}:{sorted((filters or {}).items())!r}"
+        now = time.monotonic()
+        cached = self._dfs.get(key)
+        if cached is not None and now - cached[0] < _N_DOCS_TTL_S:
+            return cached[1]
+        args: list[Any] = [tenant_id, lexeme]
+        where = _filters(filters, args, memories=table == "memory_records")
+        sql = (
+            f"SELECT count(*) FROM {table} e CROSS JOIN (SELECT quote_literal($2)::tsquery AS q) AS tq "
+            f"WHERE e.tenant_id = $1 AND {match}{where}"
+        )
+        df = float(await conn.fetchval(sql, *args, timeout=self._timeout_s) or 0)
+        if len(self._dfs) > 10_000:
+            self._dfs.clear()
+        self._dfs[key] = (now, df)
+        return df
+
+    async def _plan_pruning(
+        self,
+        conn: asyncpg.Connection,
+        table: str,
+        tenant_id: str,
+        query: str,
+        n_docs: int,
+        filters: dict[str, Any] | None,
+        match: str,
+    ) -> tuple[list[str], list[float], float]:
+        """(pruned lexemes, their document frequencies, the most a document holding only pruned
+        lexemes can score).
+
+        MaxScore-style: a lexeme in more than ``prune_df`` of a large tenant's rows (think "user" in
+        every memory) matches most of the table but adds almost nothing to BM25. Candidates are then
+        found by the rarer lexemes only, while every candidate is still scored on all query lexemes
+        (the pruned lexemes' document frequencies are counted exactly and cached). The bound lets
+        :meth:`_search` prove the pruned answer equals the full one, or rerun it unpruned."""
+        if self._prune_df <= 0 or n_docs < self._prune_min_docs:
+            return [], [], 0.0
+        freqs = await self._common_lexemes(conn, table)
+        if not freqs:
+            return [], [], 0.0
+        lexemes: list[str] = await conn.fetchval(_QUERY_LEXEMES, query, timeout=self._timeout_s) or []
+        common = [lx for lx in lexemes if freqs.get(lx, 0.0) > self._prune_df]
+        if not common or len(common) == len(lexemes):
+            return [], [], 0.0
+        dfs = [await self._document_frequency(conn, table, tenant_id, lx, filters, match) for lx in common]
+        bound = sum(self._idf(df, n_docs) * (self._k1 + 1.0) for df in dfs)
+        return common, dfs, bound
 
     async def _search(
         self, table: str, cols: str, tenant_id: str, query: str, k: int, filters: dict[str, Any] | None
     ) -> list[asyncpg.Record]:
         if k <= 0 or not query.strip():
             return []
-        args: list[Any] = [tenant_id, query, k, self._neighbour_weight, self._k1, self._b, 0]
+        args: list[Any] = [tenant_id, query, k, self._neighbour_weight, self._k1, self._b, 0, [], [], 1.0]
         where = _filters(filters, args, memories=table == "memory_records")
         if self._use_context and table == "episodes":
             doc, match = "coalesce(e.ctx_tsv, e.tsv)", "(e.tsv @@ tq.q OR e.ctx_tsv @@ tq.q)"
@@ -164,8 +277,21 @@ class PostgresBm25Search:
         sql = _SEARCH.format(table=table, doc=doc, match=match, where=where, cols=cols)
         with self._translate():
             async with self._pool.acquire(timeout=self._timeout_s) as conn:
-                args[6] = await self._tenant_size(conn, table, tenant_id)
-                rows: list[asyncpg.Record] = await conn.fetch(sql, *args, timeout=self._timeout_s)
+                n_docs, args[9] = await self._tenant_size(conn, table, tenant_id, doc)
+                args[6] = n_docs
+                pruned, dfs, bound = await self._plan_pruning(
+                    conn, table, tenant_id, query, n_docs, filters, match
+                )
+                if pruned:
+                    args[7], args[8] = pruned, dfs
+                    rows: list[asyncpg.Record] = await conn.fetch(sql, *args, timeout=self._timeout_s)
+                    # Exact when k documents outscore anything a pruned-only document could reach.
+                    if len(rows) >= k and float(rows[-1]["score"]) > bound:
+                        self.pruned_searches += 1
+                        return rows
+                    self.prune_fallbacks += 1
+                    args[7], args[8] = [], []
+                rows = await conn.fetch(sql, *args, timeout=self._timeout_s)
         return rows
 
     async def search_text(

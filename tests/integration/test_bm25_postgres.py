@@ -121,3 +121,37 @@ async def test_memory_records_are_searchable(pg_pool: asyncpg.Pool, tenant: str)
         tenant_id=tenant, query="password rotation", k=3
     )
     assert [(m.id, m.source_ids) for m, _ in hits] == [(rec.id, ["e1"])]
+
+
+async def test_common_terms_are_pruned_from_candidate_lookup_without_changing_results(
+    pg_pool: asyncpg.Pool, tenant: str
+) -> None:
+    """A lexeme in every row (like "user" in every memory) is not used to find candidates once the
+    tenant is large, yet the answer is the same as the exhaustive search: same ids, same scores.
+    When the rarer lexemes cannot fill k results above the pruned terms' bound, it falls back."""
+    store = PostgresEpisodeStore(pg_pool)
+    docs = [_ep(tenant, f"zorblat entry k{i % 100}zz number {i}", i) for i in range(300)]
+    await store.insert_episodes(docs)
+    async with pg_pool.acquire() as conn:
+        await conn.execute("ANALYZE episodes")
+        stats = await conn.fetchrow(
+            "SELECT most_common_elems::text::text[] AS e, most_common_elem_freqs AS f FROM pg_stats "
+            "WHERE schemaname = current_schema() AND tablename = 'episodes' AND attname = 'tsv'"
+        )
+    freqs = dict(zip(stats["e"], stats["f"], strict=False))
+    assert "zorblat" in freqs  # the common lexeme is in ANALYZE's statistics
+    prune_df = freqs["zorblat"] / 2  # "zorblat" (300 rows) is common, "k7zz" (3 rows) is rare
+    full = PostgresBm25Search(pg_pool, prune_df=0)
+    pruned = PostgresBm25Search(pg_pool, prune_df=prune_df, prune_min_docs=100)
+
+    for k in (3, 10):  # 3: the rare lexeme fills k; 10: it cannot, so the search is rerun unpruned
+        want = await full.search_text(tenant_id=tenant, query="zorblat k7zz", k=k)
+        got = await pruned.search_text(tenant_id=tenant, query="zorblat k7zz", k=k)
+        assert [(e.id, round(s, 9)) for e, s in got] == [(e.id, round(s, 9)) for e, s in want]
+        assert len(got) == k
+    assert all("k7zz" in e.content for e, _ in got[:3])
+    assert (pruned.pruned_searches, pruned.prune_fallbacks) == (1, 1)
+    # Small tenants are never pruned.
+    small = PostgresBm25Search(pg_pool, prune_df=prune_df, prune_min_docs=10_000)
+    await small.search_text(tenant_id=tenant, query="zorblat k7zz", k=3)
+    assert (small.pruned_searches, small.prune_fallbacks) == (0, 0)
