@@ -96,11 +96,11 @@ class RetrievalSettings(BaseModel):
     bm25_k1: float = Field(0.9, gt=0, description="BM25 term-frequency saturation")
     bm25_b: float = Field(0.4, ge=0, le=1, description="BM25 length normalisation")
     bm25_prune_df: float = Field(
-        0.1,
+        0.05,
         ge=0,
         le=1,
         description="Query terms in more than this fraction of rows are scored but not used to find "
-        "candidates (exact: reruns unpruned when it cannot prove the result); 0 disables",
+        "candidates (exact: puts terms back when it cannot prove the result); 0 disables",
     )
     bm25_prune_min_docs: int = Field(20_000, ge=0, description="Tenant size from which BM25 pruning applies")
     lexical_neighbour_window: int = Field(2, ge=0, le=5, description="Turns each side scored with a turn")

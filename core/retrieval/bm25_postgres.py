@@ -140,7 +140,7 @@ class PostgresBm25Search:
         use_context: bool = False,
         neighbour_weight: float = 0.5,
         timeout_s: float = 10.0,
-        prune_df: float = 0.1,
+        prune_df: float = 0.05,
         prune_min_docs: int = 20_000,
     ) -> None:
         self._pool = pool
@@ -241,27 +241,29 @@ class PostgresBm25Search:
         n_docs: int,
         filters: dict[str, Any] | None,
         match: str,
-    ) -> tuple[list[str], list[float], float]:
-        """(pruned lexemes, their document frequencies, the most a document holding only pruned
-        lexemes can score).
+    ) -> tuple[list[str], list[float]]:
+        """(pruned lexemes, their document frequencies), most common first.
 
         MaxScore-style: a lexeme in more than ``prune_df`` of a large tenant's rows (think "user" in
         every memory) matches most of the table but adds almost nothing to BM25. Candidates are then
         found by the rarer lexemes only, while every candidate is still scored on all query lexemes
-        (the pruned lexemes' document frequencies are counted exactly and cached). The bound lets
-        :meth:`_search` prove the pruned answer equals the full one, or rerun it unpruned."""
+        (the pruned lexemes' document frequencies are counted exactly and cached). A pruned-only
+        document scores at most sum(idf * (k1 + 1)) over the pruned lexemes: :meth:`_search` returns a
+        pass only when its k-th result beats that bound, and otherwise puts the rarest pruned lexeme
+        back and tries again (the last try is the unpruned search)."""
         if self._prune_df <= 0 or n_docs < self._prune_min_docs:
-            return [], [], 0.0
+            return [], []
         freqs = await self._common_lexemes(conn, table)
         if not freqs:
-            return [], [], 0.0
+            return [], []
         lexemes: list[str] = await conn.fetchval(_QUERY_LEXEMES, query, timeout=self._timeout_s) or []
         common = [lx for lx in lexemes if freqs.get(lx, 0.0) > self._prune_df]
         if not common or len(common) == len(lexemes):
-            return [], [], 0.0
+            return [], []
         dfs = [await self._document_frequency(conn, table, tenant_id, lx, filters, match) for lx in common]
-        bound = sum(self._idf(df, n_docs) * (self._k1 + 1.0) for df in dfs)
-        return common, dfs, bound
+        # Most common first: when a pass cannot prove its answer, the rarest pruned lexeme goes back.
+        ranked = sorted(zip(common, dfs, strict=True), key=lambda pair: -pair[1])
+        return [lx for lx, _ in ranked], [df for _, df in ranked]
 
     async def _search(
         self, table: str, cols: str, tenant_id: str, query: str, k: int, filters: dict[str, Any] | None
@@ -279,18 +281,18 @@ class PostgresBm25Search:
             async with self._pool.acquire(timeout=self._timeout_s) as conn:
                 n_docs, args[9] = await self._tenant_size(conn, table, tenant_id, doc)
                 args[6] = n_docs
-                pruned, dfs, bound = await self._plan_pruning(
-                    conn, table, tenant_id, query, n_docs, filters, match
-                )
-                if pruned:
+                pruned, dfs = await self._plan_pruning(conn, table, tenant_id, query, n_docs, filters, match)
+                while pruned:
                     args[7], args[8] = pruned, dfs
                     rows: list[asyncpg.Record] = await conn.fetch(sql, *args, timeout=self._timeout_s)
                     # Exact when k documents outscore anything a pruned-only document could reach.
+                    bound = sum(self._idf(df, n_docs) * (self._k1 + 1.0) for df in dfs)
                     if len(rows) >= k and float(rows[-1]["score"]) > bound:
                         self.pruned_searches += 1
                         return rows
                     self.prune_fallbacks += 1
-                    args[7], args[8] = [], []
+                    pruned, dfs = pruned[:-1], dfs[:-1]
+                args[7], args[8] = [], []
                 rows = await conn.fetch(sql, *args, timeout=self._timeout_s)
         return rows
 
