@@ -63,8 +63,8 @@ async def load_memories(
             ]
             r = await client.post("/v1/memories/batch", json={"memories": items})
             r.raise_for_status()
-            done += len(items)
-            if progress and done % (batch * 40) < batch:
+            before, done = done, done + len(items)
+            if progress and (done * 20 // n > before * 20 // n or done == n):  # every 5%
                 print(f"  loaded {done}/{n} memories ({done / (time.perf_counter() - t0):.0f}/s)", flush=True)
 
     async with httpx.AsyncClient(base_url=base_url, headers=headers, timeout=600) as client:

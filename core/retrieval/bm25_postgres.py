@@ -141,7 +141,7 @@ class PostgresBm25Search:
         neighbour_weight: float = 0.5,
         timeout_s: float = 10.0,
         prune_df: float = 0.05,
-        prune_min_docs: int = 20_000,
+        prune_min_docs: int = 5_000,
     ) -> None:
         self._pool = pool
         self._k1 = k1

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import re
+import zlib
 from collections.abc import Callable, Sequence
 
 _WORD = re.compile(r"\w+", re.UNICODE)
@@ -79,6 +80,52 @@ def drop_near_duplicates(
             break
         if all(similarity(i, j) < threshold for j in kept):
             kept.append(i)
+    return kept
+
+
+def drop_near_duplicate_texts(
+    texts: Sequence[str], *, threshold: float, limit: int | None = None, n: int = 2
+) -> list[int]:
+    """:func:`drop_near_duplicates` with Jaccard over word shingles, same result, without comparing
+    every pair: prefix filtering (Chaudhuri et al., ICDE 2006). Under one global order of shingles,
+    two sets with Jaccard >= t share at least one of the first ``|x| - ceil(t * |x|) + 1`` shingles of
+    each, so an item is only compared with kept items whose prefixes share a shingle with its own.
+    At the default threshold (0.95) a prefix is one or two shingles: the cost is about linear."""
+    if threshold <= 0:
+        return [0] if texts and (limit is None or limit > 0) else []
+    kept: list[int] = []
+    sets: dict[int, frozenset[str]] = {}
+    by_prefix: dict[str, list[int]] = {}
+    empty_kept = False
+    for i, text in enumerate(texts):
+        if limit is not None and len(kept) >= limit:
+            break
+        shingled = shingles(text, n)
+        if not shingled:  # Jaccard(empty, empty) = 1: one empty text survives
+            if not empty_kept:
+                kept.append(i)
+                empty_kept = True
+            continue
+        # A stable order (not Python's salted hash) so results never vary between processes.
+        ordered = sorted(shingled, key=lambda g: (zlib.crc32(g.encode()), g))
+        prefix = ordered[: len(ordered) - math.ceil(threshold * len(ordered)) + 1]
+        seen: set[int] = set()
+        duplicate = False
+        for gram in prefix:
+            for j in by_prefix.get(gram, ()):
+                if j not in seen:
+                    seen.add(j)
+                    if jaccard(shingled, sets[j]) >= threshold:
+                        duplicate = True
+                        break
+            if duplicate:
+                break
+        if duplicate:
+            continue
+        kept.append(i)
+        sets[i] = shingled
+        for gram in prefix:
+            by_prefix.setdefault(gram, []).append(i)
     return kept
 
 

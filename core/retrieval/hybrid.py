@@ -24,7 +24,7 @@ from core.metrics import METRICS
 from core.models import Episode, Frozen, MemoryRecord, ScoredSnippet, Tier, VectorHit
 from core.ports import VectorIndex, WorkingStore
 from core.retrieval.candidates import Candidate, episode_key, from_episode, from_memory, from_vector_hit
-from core.retrieval.diversity import drop_near_duplicates, mmr_order, text_similarity
+from core.retrieval.diversity import drop_near_duplicate_texts, mmr_order, text_similarity
 from core.retrieval.fusion import apply_recency, rank_keys, rrf_fuse, weighted_fuse
 from core.retrieval.packing import pack_context
 from core.retrieval.quality import lexical_query, working_scores
@@ -332,11 +332,10 @@ class HybridRetriever:
         order = [key for key in rank_keys(fused) if key in merged]
         texts = [merged[key].content for key in order]
         similarity = text_similarity(texts)
-        near_dup = text_similarity(texts, floor=cfg.dedupe_threshold)
         # MMR diversifies the head of the list (the part a context budget usually holds); the tail
         # keeps relevance order. Both steps stay O(head x pool) whatever k is.
         head = min(k, _MMR_HEAD) if cfg.mmr_lambda < 1.0 else 0
-        kept = drop_near_duplicates(len(order), near_dup, threshold=cfg.dedupe_threshold, limit=k + head)
+        kept = drop_near_duplicate_texts(texts, threshold=cfg.dedupe_threshold, limit=k + head)
         chosen = kept[:k]
         if head:
             pool = kept[: 2 * head]

@@ -45,6 +45,9 @@ def _chronological_key(item: tuple[int, ScoredSnippet]) -> tuple[int, datetime, 
     return (0, ts, rank)
 
 
+_COUNT_BLOCK = 16
+
+
 def pack_context(
     ranked: Sequence[ScoredSnippet],
     *,
@@ -65,20 +68,33 @@ def pack_context(
     if token_budget <= 0 or not ranked:
         return PackedContext(snippets=[], text="", tokens_used=0)
     sep_cost = counter.count(SEPARATOR.strip()) if SEPARATOR.strip() else 0
-    rendered_full = [render(s) for s in ranked]
-    costs = counter.count_many(rendered_full)
+    # Rendered and counted lazily, a block at a time: a budget usually fills long before the end of
+    # the list, and the tokenizer is the costliest step of the query path after the stores.
+    lines: list[str] = []
+    costs: list[int] = []
+
+    def line_and_cost(rank: int) -> tuple[str, int]:
+        if rank >= len(costs):
+            block = [render(s) for s in ranked[len(costs) : rank + _COUNT_BLOCK]]
+            lines.extend(block)
+            costs.extend(counter.count_many(block))
+        return lines[rank], costs[rank]
+
     used = 0
     by_tier: dict[str, int] = {}
     chosen: list[tuple[int, ScoredSnippet, str]] = []
     cut_done = False
-    for rank, (snippet, line, cost) in enumerate(zip(ranked, rendered_full, costs, strict=True)):
+    for rank, snippet in enumerate(ranked):
         overhead = sep_cost if chosen else 0
         room = token_budget - used - overhead
+        if room <= 0:
+            break  # the budget is spent: no later snippet can fit, whatever its tier
         tier = str(snippet.tier)
         if tier_quotas is not None and tier in tier_quotas:
             room = min(room, tier_quotas[tier] - by_tier.get(tier, 0))
         if room <= 0:
             continue
+        line, cost = line_and_cost(rank)
         if cost <= room:
             chosen.append((rank, snippet.model_copy(update={"token_count": cost}), line))
             used += cost + overhead

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from core.retrieval.diversity import (
     cosine,
+    drop_near_duplicate_texts,
     drop_near_duplicates,
     jaccard,
     mmr_order,
@@ -68,3 +72,25 @@ def test_floor_skips_pairs_too_different_in_size_to_be_duplicates() -> None:
     floored = text_similarity(texts, floor=0.9)
     assert floored(0, 1) == plain(0, 1) > 0.85  # similar sizes: the real Jaccard
     assert plain(0, 2) > 0 and floored(0, 2) == 0.0  # 2 vs 9 bigrams can never reach 0.9
+
+
+_words = st.lists(st.sampled_from(["a", "b", "c", "d", "e", "f"]), min_size=0, max_size=9)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    bases=st.lists(_words, min_size=1, max_size=6),
+    picks=st.lists(st.tuples(st.integers(0, 5), st.booleans(), st.sampled_from(["a", "z"])), max_size=30),
+    threshold=st.sampled_from([0.3, 0.5, 0.8, 0.9, 0.95, 1.0]),
+    limit=st.one_of(st.none(), st.integers(0, 12)),
+)
+def test_prefix_filtered_dedupe_equals_the_pairwise_one(
+    bases: list[list[str]], picks: list[tuple[int, bool, str]], threshold: float, limit: int | None
+) -> None:
+    """Near-duplicates made by small edits of a few base texts: same kept indices as the O(n^2) scan."""
+    texts = [" ".join(b) for b in bases]
+    for base, edit, word in picks:
+        words = list(bases[base % len(bases)])
+        texts.append(" ".join([*words, word] if edit else words))
+    want = drop_near_duplicates(len(texts), text_similarity(texts), threshold=threshold, limit=limit)
+    assert drop_near_duplicate_texts(texts, threshold=threshold, limit=limit) == want
