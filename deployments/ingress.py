@@ -63,6 +63,7 @@ class Ingress:
             max_body_bytes=settings.limits.max_request_bytes,
             cors_origins=settings.auth.cors_origins,
             behind_serve_proxy=True,
+            request_timeout_s=settings.request_timeout_s,
             extra_routers=(search_router, admin_router, embeddings_router),
         )
         return app

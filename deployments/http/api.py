@@ -22,6 +22,7 @@ from core.metrics import observe_http, render_latest
 from deployments.http import routes_episodes, routes_state
 from deployments.http.deps import ApiContext, Ctx, Reader
 from deployments.http.errors import error_body, install_error_handlers
+from deployments.http.timeouts import RequestTimeoutMiddleware
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +66,12 @@ def create_api(
     extra_routers: tuple[Any, ...] = (),
     cors_origins: list[str] | None = None,
     behind_serve_proxy: bool = False,
+    request_timeout_s: float | None = None,
 ) -> FastAPI:
-    """Build the app; ``context_factory`` opens all resources in the lifespan and closes them after."""
+    """Build the app; ``context_factory`` opens all resources in the lifespan and closes them after.
+
+    ``request_timeout_s`` (None: no budget) answers 504 ``request_timeout`` to a request not answered in time.
+    """
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -81,6 +86,8 @@ def create_api(
         "and semantic (Qdrant) tiers behind one API. Authenticate with `Authorization: Bearer <key>`.",
         lifespan=lifespan,
     )
+    if request_timeout_s is not None:  # innermost: its 504 still gets a request id and is measured
+        app.add_middleware(RequestTimeoutMiddleware, timeout_s=request_timeout_s)
     app.add_middleware(
         RequestIdMiddleware,  # type: ignore[arg-type]
         max_body_bytes=max_body_bytes,
