@@ -38,13 +38,7 @@ _MEMORY_COLS = (
     "e.model_version, e.created_at, e.updated_at"
 )
 _N_DOCS_TTL_S = 60.0
-_STATS_TTL_S = 300.0
 
-# Most common lexemes of a tsvector column and their document fractions, from ANALYZE's sample.
-_LEXEME_STATS = """
-SELECT most_common_elems::text::text[] AS elems, most_common_elem_freqs AS freqs
-FROM pg_stats WHERE schemaname = current_schema() AND tablename = $1 AND attname = 'tsv'
-"""
 _QUERY_LEXEMES = """
 SELECT coalesce(array_agg(DISTINCT lexeme), '{}'::text[]) FROM unnest(to_tsvector('english'::regconfig, $1))
 """
@@ -152,7 +146,6 @@ class PostgresBm25Search:
         self._prune_df = prune_df
         self._prune_min_docs = prune_min_docs
         self._n_docs: dict[str, tuple[float, int, float]] = {}
-        self._lexeme_freqs: dict[str, tuple[float, dict[str, float]]] = {}
         self._dfs: dict[str, tuple[float, float]] = {}
         self.pruned_searches = 0
         self.prune_fallbacks = 0
@@ -186,51 +179,45 @@ class PostgresBm25Search:
         self._n_docs[key] = (now, n, avgdl)
         return n, avgdl
 
-    async def _common_lexemes(self, conn: asyncpg.Connection, table: str) -> dict[str, float]:
-        """Lexeme → fraction of the table's rows holding it, for the most common lexemes (cached).
-
-        From ``pg_stats`` (ANALYZE's sample, table-wide rather than per tenant): it only decides which
-        query terms are too common to look candidates up by, never which documents are returned."""
-        cached = self._lexeme_freqs.get(table)
-        now = time.monotonic()
-        if cached is not None and now - cached[0] < _STATS_TTL_S:
-            return cached[1]
-        row = await conn.fetchrow(_LEXEME_STATS, table, timeout=self._timeout_s)
-        freqs: dict[str, float] = {}
-        if row is not None and row["elems"] and row["freqs"]:
-            freqs = {lex: float(f) for lex, f in zip(row["elems"], row["freqs"], strict=False)}
-        self._lexeme_freqs[table] = (now, freqs)
-        return freqs
-
     def _idf(self, df: float, n_docs: int) -> float:
         return math.log(1.0 + (max(n_docs, df) - df + 0.5) / (df + 0.5))
 
-    async def _document_frequency(
+    async def _document_frequencies(
         self,
         conn: asyncpg.Connection,
         table: str,
         tenant_id: str,
-        lexeme: str,
+        lexemes: list[str],
         filters: dict[str, Any] | None,
         match: str,
-    ) -> float:
-        """Exact document frequency of one lexeme under the request's filters, cached like N."""
-        key = f"{table}:{tenant_id}:{lexeme}:{sorted((filters or {}).items())!r}"
+    ) -> dict[str, float]:
+        """Exact document frequency of each lexeme under the request's filters, cached like N (one
+        statement for the lexemes not cached; a rare lexeme costs a few index pages)."""
+        scope = f"{table}:{tenant_id}:{sorted((filters or {}).items())!r}"
         now = time.monotonic()
-        cached = self._dfs.get(key)
-        if cached is not None and now - cached[0] < _N_DOCS_TTL_S:
-            return cached[1]
-        args: list[Any] = [tenant_id, lexeme]
-        where = _filters(filters, args, memories=table == "memory_records")
-        sql = (
-            f"SELECT count(*) FROM {table} e CROSS JOIN (SELECT quote_literal($2)::tsquery AS q) AS tq "
-            f"WHERE e.tenant_id = $1 AND {match}{where}"
-        )
-        df = float(await conn.fetchval(sql, *args, timeout=self._timeout_s) or 0)
-        if len(self._dfs) > 10_000:
-            self._dfs.clear()
-        self._dfs[key] = (now, df)
-        return df
+        out: dict[str, float] = {}
+        missing: list[str] = []
+        for lexeme in lexemes:
+            cached = self._dfs.get(f"{scope}:{lexeme}")
+            if cached is not None and now - cached[0] < _N_DOCS_TTL_S:
+                out[lexeme] = cached[1]
+            else:
+                missing.append(lexeme)
+        if missing:
+            args: list[Any] = [tenant_id, missing]
+            where = _filters(filters, args, memories=table == "memory_records")
+            sql = (
+                f"SELECT l.lexeme, (SELECT count(*) FROM {table} e "
+                f"CROSS JOIN (SELECT quote_literal(l.lexeme)::tsquery AS q) AS tq "
+                f"WHERE e.tenant_id = $1 AND {match}{where}) AS df "
+                f"FROM unnest($2::text[]) AS l(lexeme)"
+            )
+            if len(self._dfs) > 50_000:
+                self._dfs.clear()
+            for row in await conn.fetch(sql, *args, timeout=self._timeout_s):
+                out[row["lexeme"]] = float(row["df"])
+                self._dfs[f"{scope}:{row['lexeme']}"] = (now, float(row["df"]))
+        return out
 
     async def _plan_pruning(
         self,
@@ -247,23 +234,24 @@ class PostgresBm25Search:
         MaxScore-style: a lexeme in more than ``prune_df`` of a large tenant's rows (think "user" in
         every memory) matches most of the table but adds almost nothing to BM25. Candidates are then
         found by the rarer lexemes only, while every candidate is still scored on all query lexemes
-        (the pruned lexemes' document frequencies are counted exactly and cached). A pruned-only
-        document scores at most sum(idf * (k1 + 1)) over the pruned lexemes: :meth:`_search` returns a
-        pass only when its k-th result beats that bound, and otherwise puts the rarest pruned lexeme
-        back and tries again (the last try is the unpruned search)."""
+        (document frequencies are counted exactly per tenant and filter set, and cached). A
+        pruned-only document scores at most sum(idf * (k1 + 1)) over the pruned lexemes:
+        :meth:`_search` returns a pass only when its k-th result beats that bound, and otherwise puts
+        the rarest pruned lexeme back and tries again (the last try is the unpruned search)."""
         if self._prune_df <= 0 or n_docs < self._prune_min_docs:
             return [], []
-        freqs = await self._common_lexemes(conn, table)
-        if not freqs:
-            return [], []
         lexemes: list[str] = await conn.fetchval(_QUERY_LEXEMES, query, timeout=self._timeout_s) or []
-        common = [lx for lx in lexemes if freqs.get(lx, 0.0) > self._prune_df]
-        if not common or len(common) == len(lexemes):
+        if len(lexemes) < 2:
             return [], []
-        dfs = [await self._document_frequency(conn, table, tenant_id, lx, filters, match) for lx in common]
+        dfs = await self._document_frequencies(conn, table, tenant_id, lexemes, filters, match)
+        common = [lx for lx in lexemes if dfs.get(lx, 0.0) > self._prune_df * n_docs]
         # Most common first: when a pass cannot prove its answer, the rarest pruned lexeme goes back.
-        ranked = sorted(zip(common, dfs, strict=True), key=lambda pair: -pair[1])
-        return [lx for lx, _ in ranked], [df for _, df in ranked]
+        common.sort(key=lambda lx: -dfs[lx])
+        if len(common) == len(lexemes):
+            if dfs[common[-1]] > 0.5 * n_docs:
+                return [], []  # every lexeme is in most rows: nothing to gain
+            common = common[:-1]  # every lexeme is common: the rarest still finds the candidates
+        return common, [dfs[lx] for lx in common]
 
     async def _search(
         self, table: str, cols: str, tenant_id: str, query: str, k: int, filters: dict[str, Any] | None

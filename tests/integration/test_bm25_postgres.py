@@ -132,15 +132,7 @@ async def test_common_terms_are_pruned_from_candidate_lookup_without_changing_re
     store = PostgresEpisodeStore(pg_pool)
     docs = [_ep(tenant, f"zorblat entry k{i % 100}zz number {i}", i) for i in range(300)]
     await store.insert_episodes(docs)
-    async with pg_pool.acquire() as conn:
-        await conn.execute("ANALYZE episodes")
-        stats = await conn.fetchrow(
-            "SELECT most_common_elems::text::text[] AS e, most_common_elem_freqs AS f FROM pg_stats "
-            "WHERE schemaname = current_schema() AND tablename = 'episodes' AND attname = 'tsv'"
-        )
-    freqs = dict(zip(stats["e"], stats["f"], strict=False))
-    assert "zorblat" in freqs  # the common lexeme is in ANALYZE's statistics
-    prune_df = freqs["zorblat"] / 2  # "zorblat" (300 rows) is common, "k7zz" (3 rows) is rare
+    prune_df = 0.5  # "zorblat" is in all 300 rows, "k7zz" in 3, "number" in all
     full = PostgresBm25Search(pg_pool, prune_df=0)
     pruned = PostgresBm25Search(pg_pool, prune_df=prune_df, prune_min_docs=100)
 
