@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: setup run test test-fast lint bench bench-report clean
+.PHONY: setup run test test-fast test-faults lint bench bench-report clean
 
 # Idempotent: re-installs only when pyproject.toml changed since the last install.
 $(STAMP): pyproject.toml
@@ -29,6 +29,10 @@ test: setup
 
 test-fast: setup
 	$(BIN)/python -m pytest -q -ra -m "not serve and not slow" $(PYTEST_ARGS)
+
+# Stores and replicas fail under load; prints the fault table (FAULTS_JSON=path also saves it as JSON).
+test-faults: setup
+	HYBRIDMEM_FAULTS_JSON=$(FAULTS_JSON) $(BIN)/python -m pytest -q -ra -m faults $(PYTEST_ARGS)
 
 lint: setup
 	$(BIN)/ruff check core deployments jobs tests

@@ -35,7 +35,7 @@ from tests.integration.consolidation_env import (
     session_in,
 )
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.faults]  # faults: part of make test-faults
 PARTITION = 3
 
 

@@ -1,0 +1,288 @@
+"""Fault suite: the real app under a bounded mixed load while its stores and replicas fail, then a ledger.
+
+Each test injects one fault while two clients write episodes (single and batch) and memories and two
+read (search, context, session context), all through our own client (its retries on 429/503 honouring
+``Retry-After`` included). The last test consolidates everything and checks the ledger: every
+acknowledged write is in Postgres exactly once and, once consolidated, has exactly one vector point;
+the tiers' counts agree. The tests run in file order and share one app (module scope); the summary
+table is printed at the end of the session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import os
+import signal
+import time
+from collections.abc import AsyncIterator
+
+import asyncpg
+import httpx
+import psutil
+import pytest
+
+from core.client import AsyncHybridMemClient
+from core.ids import deterministic_id
+from tests.faults import report
+from tests.faults.load import Load, Phase, summary, until
+from tests.faults.servers import FaultStack
+
+pytestmark = [pytest.mark.faults, pytest.mark.serve, pytest.mark.integration, pytest.mark.slow]
+
+WARMUP_S = 2.0  # load before the fault
+OUTAGE_S = 6.0  # how long a stopped server stays down
+REPLACE_TIMEOUT_S = 150.0  # a killed replica must be back (model load included) within this
+
+
+@pytest.fixture(scope="module")
+def load(fault_stack: FaultStack) -> Load:
+    return Load(fault_stack.base_url, fault_stack.key, writers=2, readers=2, pause_s=0.1)
+
+
+@pytest.fixture
+async def hm(fault_stack: FaultStack) -> AsyncIterator[AsyncHybridMemClient]:
+    async with AsyncHybridMemClient(fault_stack.base_url, fault_stack.key, timeout=60.0) as client:
+        yield client
+
+
+async def _stores(base_url: str) -> dict[str, str]:
+    async with httpx.AsyncClient(base_url=base_url, timeout=10) as client:
+        stores: dict[str, str] = (await client.get("/readyz")).json()["stores"]
+        return stores
+
+
+async def _unavailable(base_url: str, store: str) -> bool:
+    return (await _stores(base_url)).get(store, "").startswith("unavailable")
+
+
+async def _ready(base_url: str) -> bool:
+    return all(v == "ok" for v in (await _stores(base_url)).values())
+
+
+def _replica_pids(deployment: str) -> set[int]:
+    """Processes of the deployment's replicas (Ray titles them ``ray::ServeReplica:<app>:<deployment>``)."""
+    title = f"ray::ServeReplica:hybridmem:{deployment}"
+    pids = set()
+    for proc in psutil.process_iter(["pid", "name", "cmdline"]):
+        names = [proc.info["name"] or "", *(proc.info["cmdline"] or [])[:1]]
+        if any(n == title or n.startswith(title + ".") for n in names):
+            pids.add(proc.info["pid"])
+    return pids
+
+
+async def _replaced(deployment: str, old: set[int]) -> bool:
+    from ray import serve
+
+    if not _replica_pids(deployment) - old:
+        return False
+    status = await asyncio.to_thread(serve.status)
+    return str(status.applications["hybridmem"].deployments[deployment].status) in (
+        "HEALTHY",
+        "DeploymentStatus.HEALTHY",
+    )
+
+
+def _record(phase: Phase, recovery_s: float | None, note: str = "") -> None:
+    report.record(
+        phase.name, summary(phase), recovery_s=None if recovery_s is None else round(recovery_s, 1), note=note
+    )
+    report.dump_ops(phase)
+
+
+async def _back(phase: Phase, base_url: str) -> float:
+    """Seconds from lifting the fault ("up") until every store answers /readyz again."""
+    await until(lambda: _ready(base_url), timeout_s=60, what=f"readyz ok after {phase.name}")
+    return time.monotonic() - phase.marks["up"]
+
+
+def _fivexx(phase: Phase) -> collections.Counter[tuple[int, bool]]:
+    return collections.Counter(a for op in phase.ops for a in op.attempts if a[0] >= 500)
+
+
+# ---- faults ------------------------------------------------------------------------------------------
+# Marks: "down" once the fault is in place, "up" when it is lifted (before a server restarts).
+
+
+async def test_redis_stop_start(fault_stack: FaultStack, load: Load) -> None:
+    """Redis down: writes still acknowledged (Postgres), session reads fall back, cache bypassed, no 5xx."""
+    base = fault_stack.base_url
+    async with load.phase("redis stop/start", "redis") as ph:
+        await asyncio.sleep(WARMUP_S)
+        await asyncio.to_thread(fault_stack.valkey.stop)
+        ph.mark("down")
+        await until(lambda: _unavailable(base, "redis"), timeout_s=15, what="readyz naming redis")
+        await asyncio.sleep(OUTAGE_S)
+        ph.mark("up")
+        await asyncio.to_thread(fault_stack.valkey.start)
+        recovery = await _back(ph, base)
+        await ph.settle()
+    _record(ph, recovery)
+    failed = [(op.kind, op.error) for op in ph.ops if not op.acked]
+    assert not failed, failed
+    assert not _fivexx(ph)
+    during = ph.during()
+    sessions = [op for op in during if op.kind == "session"]
+    assert sessions, "no session read ran while Redis was down"
+    assert all(op.source == "postgres" and op.degraded == ["working"] for op in sessions)
+    assert all("working" in op.degraded for op in during if op.kind == "search")  # session-filtered
+    assert any(op.kind == "memory" for op in during), "no memory was embedded without the cache"
+
+
+async def test_postgres_stop_start(fault_stack: FaultStack, load: Load) -> None:
+    """Postgres down: writes answer 503 + Retry-After (never acknowledged), the client retries; reads go on
+    without the episodic tier."""
+    base = fault_stack.base_url
+    async with load.phase("postgres stop/start", "postgres") as ph:
+        await asyncio.sleep(WARMUP_S)
+        await asyncio.to_thread(fault_stack.postgres.stop)
+        ph.mark("down")
+        await until(lambda: _unavailable(base, "postgres"), timeout_s=15, what="readyz naming postgres")
+        await asyncio.sleep(OUTAGE_S)
+        ph.mark("up")
+        await asyncio.to_thread(fault_stack.postgres.start)
+        recovery = await _back(ph, base)
+        await ph.settle()
+    _record(ph, recovery)
+    statuses = _fivexx(ph)
+    assert statuses, "no client saw the outage"
+    assert set(statuses) == {(503, True)}, f"5xx other than 503 + Retry-After: {statuses}"
+    failed = [(op.kind, op.error) for op in ph.ops if not op.acked]
+    assert all(op.is_write and op.error == "503 store_unavailable" for op in ph.ops if not op.acked), failed
+    assert any(op.acked and op.retried for op in ph.writes), "no write was acknowledged after a retry"
+    reads = [op for op in ph.during() if op.kind in ("search", "context")]
+    assert reads and all(op.acked and "episodic" in op.degraded for op in reads)
+
+
+async def test_embedder_replica_killed(fault_stack: FaultStack, load: Load) -> None:
+    """The Embedder's process dies mid-load: Serve replaces it; clients see retries at most."""
+    async with load.phase("embedder replica killed", "embedder") as ph:
+        await asyncio.sleep(WARMUP_S)
+        old = _replica_pids("Embedder")
+        assert old, "no Embedder replica process found"
+        for pid in old:
+            os.kill(pid, signal.SIGKILL)
+        ph.mark("down")
+        recovery = await until(
+            lambda: _replaced("Embedder", old), timeout_s=REPLACE_TIMEOUT_S, what="a new Embedder replica"
+        )
+        ph.mark("up")
+        await ph.settle()
+    _record(ph, recovery)
+    failed = [(op.kind, op.error) for op in ph.ops if not op.acked]
+    assert not failed, failed
+
+
+async def test_vector_store_hangs(fault_stack: FaultStack, load: Load, hm: AsyncHybridMemClient) -> None:
+    """The vector store stops answering (its process paused): reads degrade naming the semantic tier, and a
+    consolidation run pauses and then finishes once the store answers again."""
+    async with load.phase("qdrant store hangs", "qdrant-hang") as ph:
+        await asyncio.sleep(WARMUP_S)
+        (pid,) = _replica_pids("VectorStore")
+        run = await hm.consolidate()
+        os.kill(pid, signal.SIGSTOP)
+        ph.mark("down")
+        try:
+            await asyncio.sleep(OUTAGE_S)
+        finally:
+            ph.mark("up")
+            os.kill(pid, signal.SIGCONT)
+        recovery = await _back(ph, fault_stack.base_url)
+        done = await hm.wait_consolidation(run.id, poll_s=0.5, timeout_s=REPLACE_TIMEOUT_S)
+        await ph.settle()
+    _record(ph, recovery, note=f"consolidation run in flight across the hang: {done.status}")
+    reads = [op for op in ph.during() if op.kind in ("search", "context")]
+    assert reads and all(op.acked for op in reads)
+    assert any("semantic" in op.degraded for op in reads), [op.degraded for op in reads]
+    assert done.status == "succeeded", done.errors
+    failed = [(op.kind, op.error) for op in ph.ops if not op.acked]
+    assert not failed, failed
+
+
+async def test_vector_store_killed(fault_stack: FaultStack, load: Load, hm: AsyncHybridMemClient) -> None:
+    """The vector store's owner dies during a consolidation: reads degrade, the run records what failed,
+    Serve replaces the owner (reopening the store from disk), and the ledger's run picks the rest up."""
+    async with load.phase("qdrant store killed", "qdrant-kill") as ph:
+        await asyncio.sleep(WARMUP_S)
+        old = _replica_pids("VectorStore")
+        run = await hm.consolidate()
+        for pid in old:
+            os.kill(pid, signal.SIGKILL)
+        ph.mark("down")
+        recovery = await until(
+            lambda: _replaced("VectorStore", old), timeout_s=REPLACE_TIMEOUT_S, what="a new VectorStore"
+        )
+        ph.mark("up")
+        first = await hm.wait_consolidation(run.id, poll_s=0.5, timeout_s=REPLACE_TIMEOUT_S)
+        await ph.settle()
+    failed_partitions = sorted(p for p, c in first.counts.items() if c.get("status") == "failed")
+    _record(
+        ph, recovery, note=f"consolidation run in flight at the kill: {first.status}, failed partitions "
+        f"{failed_partitions or 'none'} (the ledger's run redoes any)",
+    )  # fmt: skip
+    reads = [op for op in ph.ops if op.kind in ("search", "context")]
+    assert all(op.acked for op in reads), [(op.kind, op.error) for op in reads if not op.acked]
+    assert any("semantic" in op.degraded for op in ph.during() if op.kind in ("search", "context"))
+    bad = [(op.kind, op.error) for op in ph.ops if not op.acked and op.error != "503 store_unavailable"]
+    assert not bad, bad
+
+
+# ---- ledger ------------------------------------------------------------------------------------------
+
+
+async def test_ledger(fault_stack: FaultStack, load: Load, hm: AsyncHybridMemClient) -> None:
+    """Consolidate everything, then: acknowledged = present exactly once, one point per consolidated
+    episode and per memory, and the tiers' counts agree."""
+    from ray import serve
+
+    from deployments.vector_store import HandleVectorIndex
+
+    run = await hm.consolidate()
+    done = await hm.wait_consolidation(run.id, poll_s=0.5, timeout_s=180)
+    assert done.status == "succeeded", done.errors
+    tenant = fault_stack.tenant
+    conn = await asyncpg.connect(fault_stack.dsn, timeout=10)
+    try:
+        episodes = await conn.fetch(
+            "SELECT id, content, consolidated_at FROM episodes WHERE tenant_id = $1", tenant
+        )
+        memories = await conn.fetch("SELECT id, content FROM memory_records WHERE tenant_id = $1", tenant)
+    finally:
+        await conn.close()
+    vectors = HandleVectorIndex(serve.get_deployment_handle("VectorStore", app_name="hybridmem"))
+    probe = [1.0] + [0.0] * 383
+    points = collections.Counter(
+        (str(h.payload["record_type"]), str(h.payload["record_id"]))
+        for h in await vectors.search(probe, tenant_id=tenant, k=100_000)
+    )
+
+    stored_episodes = collections.Counter(r["id"] for r in episodes)
+    stored_contents = collections.Counter(r["content"] for r in episodes)
+    stored_memories = collections.Counter(r["id"] for r in memories)
+    problems: list[str] = []
+    for ph in load.phases:
+        lost = duplicated = 0
+        for sid in ph.acked_episode_sources:
+            eid = deterministic_id(tenant, "episode", sid)
+            copies = stored_episodes[eid]
+            lost += copies == 0 or points[("episode", str(eid))] == 0
+            duplicated += copies > 1 or points[("episode", str(eid))] > 1
+        for sid in ph.acked_memory_sources:
+            mid = deterministic_id(tenant, "memory", sid)
+            lost += stored_memories[mid] == 0 or points[("memory", str(mid))] == 0
+            duplicated += stored_memories[mid] > 1 or points[("memory", str(mid))] > 1
+        duplicated += sum(
+            n - 1 for c, n in stored_contents.items() if n > 1 and c.startswith(f"Note {ph.tag}-w")
+        )
+        report.settle(ph.name, lost=lost, duplicated=duplicated)
+        if lost or duplicated:
+            problems.append(f"{ph.name}: lost {lost}, duplicated {duplicated}")
+
+    unconsolidated = sum(1 for r in episodes if r["consolidated_at"] is None)
+    episode_points = sum(n for (kind, _), n in points.items() if kind == "episode")
+    # memory_records holds the API's memories and consolidation's session summaries
+    memory_points = sum(n for (kind, _), n in points.items() if kind in ("memory", "summary"))
+    assert not problems, problems
+    assert unconsolidated == 0
+    assert episode_points == len(episodes), (episode_points, len(episodes))
+    assert memory_points == len(memories), (memory_points, len(memories))
