@@ -137,6 +137,7 @@ BENCHES = {
     "consolidate": "jobs.bench_consolidate",
     "locomo": "jobs.bench_locomo",
     "scifact": "jobs.bench_scifact",
+    "soak": "jobs.bench_soak",
 }
 
 
@@ -172,6 +173,8 @@ _BENCH_OPTIONS = {
     "modes",
     "queries",
     "conversations",
+    "duration",
+    "rate",
 }
 
 
@@ -266,7 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser(
         "bench",
-        help="run a benchmark (embed, ingest, retrieve, consolidate, locomo, scifact)",
+        help="run a benchmark (embed, ingest, retrieve, consolidate, locomo, scifact, soak)",
         description="Run one benchmark against a fresh local app (or --url/--key of a running one). "
         "With --json the last line printed is one JSON object.",
     )
@@ -275,7 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--out", help="also write the JSON result to this file")
     bench.add_argument("--url", help="base URL of a running app (default: start a fresh local one)")
     bench.add_argument("--key", help="API key for --url")
-    bench.add_argument("--memories", type=int, help="retrieve: memories loaded first")
+    bench.add_argument("--memories", type=int, help="retrieve/soak: memories loaded first")
     bench.add_argument("--clients", type=int, help="concurrent clients")
     bench.add_argument("--seconds", type=float, help="retrieve: measurement duration")
     bench.add_argument("--episodes", type=int, help="ingest/consolidate: episodes")
@@ -283,6 +286,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--data", help="locomo: conversations JSON; scifact: BEIR directory")
     bench.add_argument("--qrels", help="scifact: qrels TSV")
     bench.add_argument("--modes", help="locomo/scifact: comma-separated modes (hybrid,vector,lexical)")
+    bench.add_argument("--duration", type=float, help="soak: seconds of load after warm-up")
+    bench.add_argument("--rate", type=float, help="soak: operations started per second")
     bench.set_defaults(func=_cmd_bench)
     return parser
 
