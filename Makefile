@@ -49,8 +49,10 @@ bench: setup
 	$(HM) bench retrieve --memories 10000 --clients 16 --json --out $(RESULTS)/retrieve_10k.json
 	$(HM) bench retrieve --memories 100000 --clients 16 --json --out $(RESULTS)/retrieve_100k.json
 	$(HM) bench consolidate --json --out $(RESULTS)/consolidate.json
-	$(HM) bench locomo --json --out $(RESULTS)/locomo.json
-	$(HM) bench scifact --json --out $(RESULTS)/scifact.json
+	$(HM) bench locomo --json --out $(RESULTS)/quality_locomo.json
+	$(HM) bench scifact --json --out $(RESULTS)/quality_scifact.json
+	$(HM) bench soak --duration 300 --json --out $(RESULTS)/soak.json
+	$(MAKE) test-faults FAULTS_JSON=$(CURDIR)/$(RESULTS)/faults.json
 	$(MAKE) bench-report
 
 bench-report: setup
