@@ -213,13 +213,20 @@ async def until(check: Callable[[], Awaitable[bool]], *, timeout_s: float, what:
 
 
 def summary(phase: Phase) -> dict[str, Any]:
-    """The per-fault counters of the table (lost and duplicated come from the ledger)."""
+    """The per-fault counters of the table (lost and duplicated come from the ledger).
+
+    ``writes``/``acknowledged`` count records (episodes and memories), the unit the ledger checks.
+    """
     return {
         "requests": len(phase.ops),
-        "writes": len(phase.writes),
-        "acknowledged": sum(1 for op in phase.writes if op.acked),
+        "writes": sum(len(op.sources) for op in phase.writes),
+        "acknowledged": sum(len(op.sources) for op in phase.writes if op.acked),
         "failed": sum(1 for op in phase.ops if not op.acked),
         "retried": sum(1 for op in phase.ops if op.retried),
         "http_5xx": sum(op.http_5xx for op in phase.ops),
         "degraded_reads": sum(1 for op in phase.ops if op.degraded),
+        "max_write_s": round(max((op.ended - op.started for op in phase.writes), default=0.0), 1),
+        "max_read_s": round(
+            max((op.ended - op.started for op in phase.ops if not op.is_write), default=0.0), 1
+        ),
     }

@@ -1,10 +1,13 @@
 """The fault suite's summary: one row per injected fault, printed at the end and optionally saved as JSON.
 
-Columns: ``requests`` logical operations during the fault's window (writes and reads); ``acknowledged``
-writes that got a 2xx; ``lost`` acknowledged writes missing from Postgres (or, after consolidation, from
-the vector store); ``duplicated`` writes stored more than once; ``5xx`` HTTP 5xx answers the clients saw,
-retried ones included; ``retried`` operations that needed more than one attempt; ``failed`` operations
-that never got a 2xx (not acknowledged, so nothing is owed); ``degraded`` reads that named a tier.
+Columns: ``requests`` logical operations of the phase (warm-up, fault, recovery; writes and reads);
+``acknowledged`` records (episodes and memories) whose write got a 2xx; ``lost`` acknowledged records
+missing from Postgres or, after consolidation, from the vector store; ``duplicated`` records stored more
+than once; ``5xx`` HTTP 5xx answers the clients saw, retried ones included; ``retried`` operations that
+needed more than one attempt; ``failed`` operations that never got a 2xx (not acknowledged, so nothing is
+owed); ``degraded`` reads that named a tier; ``write_max_s``/``read_max_s`` the slowest operation,
+retries and waits included; ``recovery_s`` from lifting the fault (or the kill) until
+the service is whole again (readyz ok, or a new replica healthy).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ JSON_ENV = "HYBRIDMEM_FAULTS_JSON"  # path of the JSON summary (unset: print onl
 OPS_ENV = "HYBRIDMEM_FAULTS_OPS"  # path of a JSON-lines dump of every operation, per fault (debugging)
 
 COLUMNS = (
-    ("fault", "fault", 30),
+    ("fault", "fault", 24),
     ("requests", "requests", 8),
     ("acknowledged", "acked", 6),
     ("lost", "lost", 4),
@@ -33,6 +36,8 @@ COLUMNS = (
     ("retried", "retried", 7),
     ("failed", "failed", 6),
     ("degraded_reads", "degraded", 8),
+    ("max_write_s", "write_max_s", 11),
+    ("max_read_s", "read_max_s", 10),
     ("recovery_s", "recovery_s", 10),
 )
 
@@ -49,11 +54,14 @@ class FaultRow:
     retried: int = 0
     failed: int = 0
     degraded_reads: int = 0
+    max_write_s: float = 0.0
+    max_read_s: float = 0.0
     recovery_s: float | None = None
     note: str = ""
 
 
 ROWS: dict[str, FaultRow] = {}
+SETUP: dict[str, Any] = {}  # how the load and the faults were run (filled by the suite)
 CRASHES = {"passed": 0, "failed": 0}  # the consolidation crash tests (tests/integration), counted at the end
 
 
@@ -91,7 +99,7 @@ def write_json(path: Path) -> None:
         "name": "faults",
         "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "system": platform.system()},
-        "columns": {key: title for key, title, _ in COLUMNS},
+        "setup": SETUP,
         "rows": [asdict(row) for row in ROWS.values()],
         "consolidation_crash_tests": dict(CRASHES),
         "lost_total": sum(row.lost or 0 for row in ROWS.values()),

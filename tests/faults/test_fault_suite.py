@@ -35,9 +35,16 @@ OUTAGE_S = 6.0  # how long a stopped server stays down
 REPLACE_TIMEOUT_S = 150.0  # a killed replica must be back (model load included) within this
 
 
+WRITERS, READERS, PAUSE_S = 2, 2, 0.1
+
+
 @pytest.fixture(scope="module")
 def load(fault_stack: FaultStack) -> Load:
-    return Load(fault_stack.base_url, fault_stack.key, writers=2, readers=2, pause_s=0.1)
+    report.SETUP.update(
+        writers=WRITERS, readers=READERS, pause_s=PAUSE_S, warmup_s=WARMUP_S, outage_s=OUTAGE_S,
+        retry="core.client RetryPolicy() defaults: 4 attempts, 429/503 retried honouring Retry-After",
+    )  # fmt: skip
+    return Load(fault_stack.base_url, fault_stack.key, writers=WRITERS, readers=READERS, pause_s=PAUSE_S)
 
 
 @pytest.fixture
