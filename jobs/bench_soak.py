@@ -7,7 +7,8 @@ exceed ``max_in_flight`` is skipped and counted. Latency is measured per operati
 Memory is the resident set (RSS) of the app's Ray processes (Serve replicas, proxy, controller), read with
 psutil when installed, else from /proc: descendants of this process when it started the app, else every
 Serve process on this machine (``--url`` of an app on loopback). Sampled every ``sample_s``; ``growth``
-compares the end with the state after warm-up, ``slope_mb_per_min`` fits a line through the samples.
+compares the end with the state after warm-up, ``slope_mb_per_min`` fits a line through the samples (and
+``slope_second_half_mb_per_min`` through the second half: warming caches level off, a leak does not).
 """
 
 from __future__ import annotations
@@ -231,6 +232,8 @@ async def _drive(
             "growth": growth,
             "growth_pct": round(100 * growth["total"] / before["total"], 1) if before["total"] else None,
             "slope_mb_per_min": _slope_per_min(samples),
+            # a warming cache flattens out, a leak does not: compare the halves
+            "slope_second_half_mb_per_min": _slope_per_min([s for s in samples if s[0] >= elapsed / 2]),
             "samples": samples,
         },
     }
