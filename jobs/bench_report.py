@@ -25,7 +25,7 @@ COMMANDS = {
     "quality_scifact": "hybridmem bench scifact --data ../shared/bench/scifact "
     "--qrels ../shared/bench/scifact/qrels/train.tsv --json",
     "soak": "hybridmem bench soak --duration 300 --json",
-    "faults": "make test-faults (HYBRIDMEM_FAULTS_JSON=bench/results/faults.json)",
+    "faults": "make test-faults FAULTS_JSON=bench/results/faults.json",
 }
 
 # Published figures next to ours. Each row: metric, hybridmem result key (file, key path), the
@@ -182,7 +182,7 @@ def plots(results: dict[str, dict[str, Any]]) -> list[str]:
 
 def _fmt(value: Any) -> str:
     if isinstance(value, float):
-        return f"{value:,.4f}" if abs(value) < 10 else f"{value:,.1f}"
+        return f"{value:.4g}" if abs(value) < 10 else f"{value:,.1f}"
     return "not run" if value is None else str(value)
 
 
@@ -207,6 +207,47 @@ def side_by_side_rows(results: dict[str, dict[str, Any]]) -> list[tuple[str, ...
     return rows
 
 
+def _soak(data: dict[str, Any]) -> list[str]:
+    lat = data.get("latency", {})
+    rows = [
+        (op, *(_fmt(v.get(k)) for k in ("count", "p50_ms", "p95_ms", "p99_ms", "max_ms")))
+        for op, v in lat.items()
+    ]
+    mem = data.get("memory_mb", {})
+    before, after = mem.get("before", {}), mem.get("after", {})
+    mem_rows = [(proc, _fmt(before.get(proc)), _fmt(after.get(proc))) for proc in before]
+    return [
+        f"{data.get('duration_s')} s at {data.get('rate_achieved')} requests/s (target "
+        f"{data.get('rate_target')}), mix {json.dumps(data.get('mix'))}: {data.get('requests')} requests, "
+        f"{data.get('errors')} errors.",
+        "",
+        table(rows, ("operation", "count", "p50 ms", "p95 ms", "p99 ms", "max ms")),
+        "",
+        f"Memory (RSS, MB): growth {_fmt(mem.get('growth', {}).get('total'))} MB "
+        f"({mem.get('growth_pct')} %), slope {mem.get('slope_mb_per_min')} MB/min "
+        f"(second half: {mem.get('slope_second_half_mb_per_min', 'n/a')} MB/min).",
+        "",
+        table(mem_rows, ("process", "before", "after")),
+    ]
+
+
+def _faults(data: dict[str, Any]) -> list[str]:
+    cols = ("fault", "requests", "acknowledged", "lost", "duplicated", "http_5xx", "retried", "failed",
+            "degraded_reads", "recovery_s")  # fmt: skip
+    rows = [tuple(_fmt(r.get(c)) for c in cols) for r in data.get("rows", [])]
+    crash = data.get("consolidation_crash_tests", {})
+    return [
+        table(rows, cols),
+        "",
+        f"Consolidation crash tests: {crash.get('passed')} passed, {crash.get('failed')} failed. "
+        f"Lost in total: {data.get('lost_total')}; duplicated: {data.get('duplicated_total')}. "
+        "How each fault is injected: docs/reliability.md.",
+    ]
+
+
+_SPECIAL = {"soak": _soak, "faults": _faults}
+
+
 def render(results: dict[str, dict[str, Any]]) -> str:
     parts = [
         "# Benchmarks",
@@ -229,6 +270,9 @@ def render(results: dict[str, dict[str, Any]]) -> str:
         "",
     ]
     for name, data in results.items():
+        if name in _SPECIAL:
+            parts += [f"## {name}", "", f"`{COMMANDS.get(name, name)}`", "", *_SPECIAL[name](data), ""]
+            continue
         parts += [f"## {name}", "", f"`{COMMANDS.get(name, 'hybridmem bench ' + name + ' --json')}`", ""]
         flat = [
             (k, json.dumps(v) if isinstance(v, dict | list) else v) for k, v in data.items() if k != "modes"

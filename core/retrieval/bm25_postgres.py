@@ -38,6 +38,7 @@ _MEMORY_COLS = (
     "e.model_version, e.created_at, e.updated_at"
 )
 _N_DOCS_TTL_S = 60.0
+_DF_CACHE_MAX = 4096  # (tenant, filters, lexeme) document frequencies kept per process
 
 _QUERY_LEXEMES = """
 SELECT coalesce(array_agg(DISTINCT lexeme), '{}'::text[]) FROM unnest(to_tsvector('english'::regconfig, $1))
@@ -212,8 +213,10 @@ class PostgresBm25Search:
                 f"WHERE e.tenant_id = $1 AND {match}{where}) AS df "
                 f"FROM unnest($2::text[]) AS l(lexeme)"
             )
-            if len(self._dfs) > 50_000:
-                self._dfs.clear()
+            if len(self._dfs) > _DF_CACHE_MAX:  # bounded: drop expired entries, then everything
+                self._dfs = {k: v for k, v in self._dfs.items() if now - v[0] < _N_DOCS_TTL_S}
+                if len(self._dfs) > _DF_CACHE_MAX // 2:
+                    self._dfs.clear()
             for row in await conn.fetch(sql, *args, timeout=self._timeout_s):
                 out[row["lexeme"]] = float(row["df"])
                 self._dfs[f"{scope}:{row['lexeme']}"] = (now, float(row["df"]))
