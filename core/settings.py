@@ -61,9 +61,19 @@ class EmbeddingSettings(BaseModel):
     model: str = Field(
         "all-MiniLM-L6-v2", description="Model name or local path (default: the packaged model)"
     )
-    backend: Literal["auto", "torch", "onnx"] = Field("auto", description="Inference backend")
-    device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
-    cpu_threads: int | None = Field(None, ge=1, description="torch threads on CPU (default: all cores)")
+    backend: Literal["auto", "torch", "onnx", "onnx-int8"] = Field(
+        "auto",
+        description="auto: torch on GPU; on CPU ONNX Runtime, int8 where the CPU has VNNI (else fp32)",
+    )
+    device: str = Field("auto", description="auto | cpu | cuda | cuda:N (ONNX backends: CPU only)")
+    cpu_threads: int | None = Field(
+        None,
+        ge=1,
+        description="CPU cores inference uses: torch threads / concurrent ONNX runs (default: all)",
+    )
+    model_cache_dir: Path | None = Field(
+        None, description="ONNX export cache (default ~/.cache/hybridmem/models; $XDG_CACHE_HOME honoured)"
+    )
     max_batch_size: int = Field(64, ge=1, description="@serve.batch max batch size")
     batch_wait_timeout_s: float = Field(0.005, ge=0, description="@serve.batch wait timeout")
     encode_batch_size: int = Field(32, ge=1, description="Batch size of one model call")

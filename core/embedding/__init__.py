@@ -1,6 +1,7 @@
-"""Embedding: sentence-transformers models offline, a Redis cache, an Ollama fallback, model versions.
+"""Embedding: sentence-transformers models offline (torch or ONNX Runtime), a Redis cache, an Ollama
+fallback, model versions.
 
-Heavy modules (torch, sentence-transformers) load only when their submodule is imported.
+Heavy modules (torch, sentence-transformers, onnxruntime) load only when their submodule is imported.
 """
 
 from core.embedding.types import EmbedResult, TextEmbedder

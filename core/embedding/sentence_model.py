@@ -1,4 +1,9 @@
-"""sentence-transformers models loaded offline, run off the event loop, with truncation counted."""
+"""sentence-transformers models loaded offline, run off the event loop, with truncation counted.
+
+Two backends behind one class: torch (sentence-transformers itself) and ONNX Runtime (an export of the
+same weights, fp32 or int8; core.embedding.onnx_model). ``embedding.backend`` picks one; ``auto`` takes
+ONNX on CPU when it loads and falls back to torch, with a warning, when it does not.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +17,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from core.embedding.backend import Backend, resolve_backend
+from core.embedding.onnx_export import default_cache_dir
+from core.embedding.onnx_model import OnnxSentenceModel
 from core.embedding.types import EmbedResult
 from core.embedding.version import sentence_model_version
 from core.errors import ModelUnavailable
@@ -59,27 +67,31 @@ class SentenceTransformerEmbedder:
     """A local sentence-transformers model; inference runs on one dedicated worker thread.
 
     Vectors are L2-normalised. Inputs longer than ``max_seq_length`` tokens are truncated by the model;
-    they are flagged per text and counted in ``truncated_total``.
+    they are flagged per text and counted in ``truncated_total``. The backend (torch, onnx, onnx-int8)
+    is part of the model version, so vectors of two backends never share a collection.
     """
 
     def __init__(self, settings: EmbeddingSettings) -> None:
-        import torch
-        from sentence_transformers import SentenceTransformer
-
         self._settings = settings
         self.name, self.model_dir = resolve_model_dir(settings.model)
-        self.device = choose_device(settings.device)
-        backend = "torch" if settings.backend == "auto" else settings.backend
-        if self.device == "cpu" and settings.cpu_threads:
-            torch.set_num_threads(settings.cpu_threads)
-        try:
-            model = SentenceTransformer(
-                str(self.model_dir), device=self.device, local_files_only=True, backend=backend
+        onnx_wanted = settings.backend in ("onnx", "onnx-int8")
+        if onnx_wanted and settings.device not in ("auto", "cpu"):
+            raise ModelUnavailable(
+                f"embedding backend {settings.backend!r} runs on CPU only, not on device {settings.device!r}"
             )
-        except Exception as exc:  # the library raises many types (OSError, ValueError, ImportError, ...)
-            raise ModelUnavailable(f"cannot load embedding model {settings.model!r}: {exc}") from exc
-        if self.device.startswith("cuda"):
-            model.half()
+        self.device = "cpu" if onnx_wanted else choose_device(settings.device)
+        backend: Backend = resolve_backend(settings.backend, self.device)
+        model: Any = None
+        if backend != "torch":
+            try:
+                model = self._load_onnx(backend)
+            except ModelUnavailable as exc:
+                if settings.backend != "auto":
+                    raise
+                log.warning("ONNX embedding backend unavailable, using torch: %s", exc.message)
+                backend = "torch"
+        if model is None:
+            model = self._load_torch()
         self._model: Any = model
         self.max_seq_length: int = int(model.max_seq_length or 512)
         dimension = model.get_embedding_dimension()
@@ -94,7 +106,37 @@ class SentenceTransformerEmbedder:
         self.truncated_total = 0
         log.info(
             "embedding model loaded",
-            extra={"model": self.version.key, "device": self.device, "dimension": self.version.dimension},
+            extra={
+                "model": self.version.key,
+                "backend": backend,
+                "device": self.device,
+                "dimension": self.version.dimension,
+            },
+        )
+
+    def _load_torch(self) -> Any:
+        import torch
+        from sentence_transformers import SentenceTransformer
+
+        if self.device == "cpu" and self._settings.cpu_threads:
+            torch.set_num_threads(self._settings.cpu_threads)
+        try:
+            model = SentenceTransformer(
+                str(self.model_dir), device=self.device, local_files_only=True, backend="torch"
+            )
+        except Exception as exc:  # the library raises many types (OSError, ValueError, ImportError, ...)
+            raise ModelUnavailable(f"cannot load embedding model {self._settings.model!r}: {exc}") from exc
+        if self.device.startswith("cuda"):
+            model.half()
+        return model
+
+    def _load_onnx(self, backend: Backend) -> OnnxSentenceModel:
+        return OnnxSentenceModel(
+            self.model_dir,
+            name=self.name,
+            variant="int8" if backend == "onnx-int8" else "fp32",
+            cache_dir=self._settings.model_cache_dir or default_cache_dir(),
+            threads=self._settings.cpu_threads,
         )
 
     def token_lengths(self, texts: Sequence[str]) -> list[int]:
@@ -140,16 +182,20 @@ class SentenceTransformerEmbedder:
         return groups
 
     def _encode(self, texts: Sequence[str], lengths: Sequence[int]) -> npt.NDArray[np.float32]:
-        out = np.zeros((len(texts), self.version.dimension), dtype=np.float32)
-        for group in self.micro_batches(lengths):
-            vectors = self._model.encode(
-                [texts[i] for i in group],
-                batch_size=len(group),
-                normalize_embeddings=True,
-                convert_to_numpy=True,
-                show_progress_bar=False,
-            )
-            out[group] = np.asarray(vectors, dtype=np.float32)
+        groups = self.micro_batches(lengths)
+        if isinstance(self._model, OnnxSentenceModel):
+            out = self._model.run_groups(texts, groups)  # micro-batches in parallel, one core each
+        else:
+            out = np.zeros((len(texts), self.version.dimension), dtype=np.float32)
+            for group in groups:
+                vectors = self._model.encode(
+                    [texts[i] for i in group],
+                    batch_size=len(group),
+                    normalize_embeddings=True,
+                    convert_to_numpy=True,
+                    show_progress_bar=False,
+                )
+                out[group] = np.asarray(vectors, dtype=np.float32)
         self.model_calls += 1
         self.texts_embedded += len(texts)
         return out
@@ -205,3 +251,5 @@ class SentenceTransformerEmbedder:
     def close(self) -> None:
         """Stop the worker thread (waits for a running batch)."""
         self._executor.shutdown(wait=True)
+        if isinstance(self._model, OnnxSentenceModel):
+            self._model.close()

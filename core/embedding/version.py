@@ -2,6 +2,9 @@
 
 The revision is the first 12 hex digits of a SHA-256 over the weight files the backend loads. It is
 computed once per process (the package directory may be read-only, so nothing is written next to it).
+The ONNX backends export their graph from the torch weights (core.embedding.onnx_export), so their
+revision hashes those weights plus the backend and the export format: every machine that exports the
+same weights the same way agrees on the version, and fp32, int8 and torch vectors never share one.
 """
 
 from __future__ import annotations
@@ -14,9 +17,11 @@ from core.models import ModelVersion
 
 _WEIGHT_FILES: dict[str, tuple[str, ...]] = {
     "torch": ("model.safetensors", "pytorch_model.bin"),
-    "onnx": ("onnx/model.onnx", "model.onnx"),
     "openvino": ("openvino/openvino_model.bin", "openvino_model.bin"),
 }
+# Bump when the exported graph changes (pooling, opset, quantisation recipe): a new version, new vectors.
+ONNX_EXPORT_FORMAT = 1
+EXPORTED_BACKENDS = frozenset({"onnx", "onnx-int8"})
 _CHUNK = 1 << 20
 _revisions: dict[tuple[str, int, int], str] = {}
 _lock = threading.Lock()
@@ -46,7 +51,9 @@ def weights_revision(model_dir: Path, backend: str = "torch") -> str:
     if not found:
         found = sorted(model_dir.glob("*.safetensors")) + sorted(model_dir.glob("*.bin"))
     digest = hashlib.sha256()
-    if backend != "torch":
+    if backend in EXPORTED_BACKENDS:
+        digest.update(f"{backend}/export-{ONNX_EXPORT_FORMAT}".encode())
+    elif backend != "torch":
         digest.update(backend.encode())
     for path in found:
         digest.update(_file_sha256(path).encode())
