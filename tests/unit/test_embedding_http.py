@@ -73,7 +73,7 @@ def test_model_info_like_tei(client: TestClient, model: SentenceTransformerEmbed
         "name": "all-MiniLM-L6-v2",
         "revision": model.version.revision,
         "dimension": 384,
-        "backend": "torch",
+        "backend": model.version.backend,
         "key": model.version.key,
         "max_seq_length": 256,
     }
