@@ -39,10 +39,66 @@ def memory_text(i: int) -> str:
     )
 
 
+_RETRIES = 8
+
+
+async def _post_with_retries(
+    client: httpx.AsyncClient, path: str, body: dict[str, Any], stats: dict[str, int]
+) -> None:
+    """POST an idempotent write (every memory has an id), replaying it on 5xx or a dropped connection.
+
+    The embedded vector store pauses while it builds HNSW for a large collection (qdrant-edge holds the
+    GIL), so a batch can outlive the Ingress's request timeout (504); replaying it is what a client does.
+    """
+    for attempt in range(_RETRIES):
+        try:
+            r = await client.post(path, json=body)
+        except httpx.TransportError:
+            if attempt == _RETRIES - 1:
+                raise
+        else:
+            if r.status_code < 500:
+                r.raise_for_status()
+                return
+            if attempt == _RETRIES - 1:
+                r.raise_for_status()
+        stats["retries"] += 1
+        await asyncio.sleep(min(2.0**attempt, 15.0))
+
+
+async def settle(base_url: str, key: str, *, max_s: float = 600.0) -> float:
+    """Wait until vector searches answer undegraded and quickly three times in a row (the store has
+    finished the index builds the load queued); returns the seconds waited."""
+    t0 = time.perf_counter()
+    good = 0
+    async with httpx.AsyncClient(
+        base_url=base_url, headers={"Authorization": f"Bearer {key}"}, timeout=60
+    ) as c:
+        while good < 3 and time.perf_counter() - t0 < max_s:
+            s0 = time.perf_counter()
+            try:
+                r = await c.post("/v1/search", json={"query": "settle probe", "mode": "vector", "k": 1})
+                ok = r.status_code == 200 and not r.json().get("degraded") and time.perf_counter() - s0 < 1.0
+            except httpx.HTTPError:
+                ok = False
+            good = good + 1 if ok else 0
+            await asyncio.sleep(0.5 if ok else 2.0)
+    return time.perf_counter() - t0
+
+
 async def load_memories(
-    base_url: str, key: str, n: int, *, batch: int = 256, clients: int = 4, progress: bool = True
+    base_url: str,
+    key: str,
+    n: int,
+    *,
+    batch: int = 256,
+    clients: int = 4,
+    progress: bool = True,
+    stats: dict[str, int] | None = None,
 ) -> float:
     """Upsert ``n`` memories (embedded + indexed); returns memories/s."""
+    stats = stats if stats is not None else {"retries": 0}
+    stats.setdefault("retries", 0)
     headers = {"Authorization": f"Bearer {key}"}
     starts = list(range(0, n, batch))
     done = 0
@@ -61,8 +117,7 @@ async def load_memories(
                 }
                 for i in range(b, min(b + batch, n))
             ]
-            r = await client.post("/v1/memories/batch", json={"memories": items})
-            r.raise_for_status()
+            await _post_with_retries(client, "/v1/memories/batch", {"memories": items}, stats)
             before, done = done, done + len(items)
             if progress and (done * 20 // n > before * 20 // n or done == n):  # every 5%
                 print(f"  loaded {done}/{n} memories ({done / (time.perf_counter() - t0):.0f}/s)", flush=True)
@@ -124,7 +179,10 @@ def run(
     key: str | None = None,
 ) -> dict[str, Any]:
     async def body(base: str, k: str) -> dict[str, Any]:
-        load_rate = await load_memories(base, k, memories)
+        stats = {"retries": 0}
+        load_rate = await load_memories(base, k, memories, stats=stats)
+        settle_s = await settle(base, k)
+        print(f"  store settled after {settle_s:.0f} s; measuring", flush=True)
         await drive_queries(base, k, clients=4, seconds=3)  # warm-up
         out = await drive_queries(base, k, clients=clients, seconds=seconds, endpoint=endpoint)
         out.update(
@@ -133,6 +191,8 @@ def run(
                 "clients": clients,
                 "endpoint": endpoint,
                 "load_memories_per_s": round(load_rate, 1),
+                "load_retries": stats["retries"],
+                "settle_s": round(settle_s, 1),
             }
         )
         return out
