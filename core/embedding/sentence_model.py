@@ -182,12 +182,11 @@ class SentenceTransformerEmbedder:
         return groups
 
     def _encode(self, texts: Sequence[str], lengths: Sequence[int]) -> npt.NDArray[np.float32]:
-        groups = self.micro_batches(lengths)
         if isinstance(self._model, OnnxSentenceModel):
-            out = self._model.run_groups(texts, groups)  # micro-batches in parallel, one core each
+            out = self._model.run(texts)  # one run per text: no padding, batch-independent int8 scales
         else:
             out = np.zeros((len(texts), self.version.dimension), dtype=np.float32)
-            for group in groups:
+            for group in self.micro_batches(lengths):
                 vectors = self._model.encode(
                     [texts[i] for i in group],
                     batch_size=len(group),

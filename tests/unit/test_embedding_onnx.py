@@ -257,3 +257,15 @@ def test_default_cache_dir_follows_xdg(monkeypatch: pytest.MonkeyPatch, tmp_path
     assert default_cache_dir() == tmp_path / "hybridmem" / "models"
     monkeypatch.delenv("XDG_CACHE_HOME")
     assert default_cache_dir() == Path.home() / ".cache" / "hybridmem" / "models"
+
+
+def test_a_vector_does_not_depend_on_batch_mates_or_cores(
+    onnx_cache: Path, int8_model: SentenceTransformerEmbedder
+) -> None:
+    one_core = SentenceTransformerEmbedder(settings(onnx_cache, cpu_threads=1))
+    try:
+        batched = int8_model.encode(TEXTS)  # two cores, all texts together
+        alone = np.vstack([one_core.encode([t]) for t in TEXTS])
+        np.testing.assert_array_equal(batched, alone)
+    finally:
+        one_core.close()
