@@ -19,7 +19,14 @@ import numpy as np
 import pytest
 
 from core.embedding.backend import cpu_has_int8_dot, resolve_backend
-from core.embedding.onnx_export import META_FILE, MODEL_FILE, cached_model, default_cache_dir, export_key
+from core.embedding.onnx_export import (
+    META_FILE,
+    MODEL_FILE,
+    Variant,
+    cached_model,
+    default_cache_dir,
+    export_key,
+)
 from core.embedding.sentence_model import SentenceTransformerEmbedder, resolve_model_dir
 from core.errors import ModelUnavailable
 from core.settings import EmbeddingSettings
@@ -66,13 +73,14 @@ def torch_model() -> Iterator[SentenceTransformerEmbedder]:
     model.close()
 
 
-def entry(cache: Path, variant: str) -> Path:
+def entry(cache: Path, variant: Variant) -> Path:
     name, model_dir = resolve_model_dir("all-MiniLM-L6-v2")
-    return cache / export_key(name, model_dir, variant)  # type: ignore[arg-type]
+    return cache / export_key(name, model_dir, variant)
 
 
 def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return (a * b).sum(axis=1)
+    out: np.ndarray = np.einsum("ij,ij->i", a, b)
+    return out
 
 
 def test_int8_vectors_agree_with_torch(
