@@ -57,12 +57,14 @@ class RetryPolicy:
     """When and how long to wait before trying again.
 
     429 and 503 are retried (they say the request was not acted on), honouring ``Retry-After`` up to
-    ``max_retry_after_s``; connection failures are retried for every method, timeouts only for
-    idempotent ones (a timed-out POST may have been applied).
+    ``max_retry_after_s``; connection failures are retried for every method, timeouts (the client's,
+    or the server's ``504 request_timeout``) only for idempotent ones (a timed-out POST may have been
+    applied: replay it yourself with the same ``id``).
     """
 
     max_attempts: int = 4
     statuses: frozenset[int] = frozenset({429, 503})
+    timeout_statuses: frozenset[int] = frozenset({504})
     backoff_base_s: float = 0.25
     backoff_max_s: float = 8.0
     max_retry_after_s: float = 30.0
@@ -95,7 +97,10 @@ def send(request: Request, policy: RetryPolicy) -> Flow[httpx.Response]:
                 raise
             wait = policy.delay(attempt, None)
         else:
-            if attempt >= attempts or response.status_code not in policy.statuses:
+            retryable = response.status_code in policy.statuses or (
+                response.status_code in policy.timeout_statuses and request.method in IDEMPOTENT_METHODS
+            )
+            if attempt >= attempts or not retryable:
                 return response
             wait = policy.delay(attempt, parse_retry_after(response.headers.get("retry-after")))
         attempt += 1

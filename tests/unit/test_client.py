@@ -241,6 +241,17 @@ async def test_a_timed_out_get_is_retried(make: Callable[..., Caller]) -> None:
     assert len(server.requests) == 2
 
 
+async def test_a_server_timeout_is_retried_for_gets_not_for_posts(make: Callable[..., Caller]) -> None:
+    timed_out = error(504, "request_timeout", "the request took longer than 30 s")
+    server = Recorder(timed_out, httpx.Response(200, json=episode_json()))
+    await make(server)("get_episode", "x")
+    assert len(server.requests) == 2
+    server = Recorder(timed_out, httpx.Response(201, json=episode_json()))
+    with pytest.raises(ServerError) as info:
+        await make(server)("create_memory", agent_id="a", content="c")
+    assert len(server.requests) == 1 and info.value.status == 504  # it may have been applied
+
+
 async def test_connection_failures_are_retried_even_for_posts(make: Callable[..., Caller]) -> None:
     server = Recorder(httpx.ConnectError("refused"), httpx.Response(201, json=episode_json()))
     await make(server)("store_episode", agent_id="a", session_id="s", content="c")
