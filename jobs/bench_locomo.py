@@ -15,7 +15,14 @@ from typing import Any
 import httpx
 
 from core.bench_quality import RecallAccumulator, load_locomo
-from jobs.bench_quality_http import consolidate, episode_uuid, parse_modes, post_batches, search_ids
+from jobs.bench_quality_http import (
+    consolidate,
+    episode_uuid,
+    parse_modes,
+    post_batches,
+    search_ids,
+    shown_path,
+)
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "bench" / "locomo" / "locomo_dev.json"
 
@@ -81,7 +88,7 @@ def run(
         return {
             **{k: v for k, v in head.items()},
             "modes": results,
-            "data": str(path),
+            "data": shown_path(path),
             "ingest_and_consolidate_s": round(ingest_s, 1),
             "consolidation_run": run_info.get("id"),
         }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -11,6 +12,11 @@ import httpx
 from core.ids import deterministic_id
 
 MODES = ("hybrid", "vector", "lexical")
+
+
+def shown_path(path: os.PathLike[str] | str) -> str:
+    """A data path as results record it: relative to the working directory (no machine paths)."""
+    return os.path.relpath(os.fspath(path))
 
 
 def parse_modes(modes: str | Sequence[str] | None) -> list[str]:

@@ -11,7 +11,14 @@ from typing import Any
 import httpx
 
 from core.bench_quality import beir_summary, load_beir_corpus, load_beir_queries, load_qrels
-from jobs.bench_quality_http import consolidate, episode_uuid, parse_modes, post_batches, search_ids
+from jobs.bench_quality_http import (
+    consolidate,
+    episode_uuid,
+    parse_modes,
+    post_batches,
+    search_ids,
+    shown_path,
+)
 
 DEFAULT_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "bench" / "scifact"
 
@@ -75,8 +82,8 @@ def run(
         return {
             **head,
             "modes": results,
-            "data": str(root),
-            "qrels": str(qrels_path),
+            "data": shown_path(root),
+            "qrels": shown_path(qrels_path),
             "queries": len(judged),
             "ingest_and_consolidate_s": round(ingest_s, 1),
         }
