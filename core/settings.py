@@ -112,7 +112,7 @@ class RetrievalSettings(BaseModel):
         description="Query terms in more than this fraction of rows are scored but not used to find "
         "candidates (exact: puts terms back when it cannot prove the result); 0 disables",
     )
-    bm25_prune_min_docs: int = Field(5_000, ge=0, description="Tenant size from which BM25 pruning applies")
+    bm25_prune_min_docs: int = Field(20_000, ge=0, description="Tenant size from which BM25 pruning applies")
     lexical_neighbour_window: int = Field(2, ge=0, le=5, description="Turns each side scored with a turn")
     lexical_neighbour_weight: float = Field(0.5, ge=0, le=1, description="Weight of neighbour-turn terms")
     chunk_sentences: int = Field(3, ge=1, description="Sentences per extra embedded chunk of long content")

@@ -38,6 +38,7 @@ _MEMORY_COLS = (
     "e.model_version, e.created_at, e.updated_at"
 )
 _N_DOCS_TTL_S = 60.0
+_PRUNE_MAX_WORK = 0.25  # prune only when the remaining postings are at most this share
 _DF_CACHE_MAX = 4096  # (tenant, filters, lexeme) document frequencies kept per process
 
 _QUERY_LEXEMES = """
@@ -136,7 +137,7 @@ class PostgresBm25Search:
         neighbour_weight: float = 0.5,
         timeout_s: float = 10.0,
         prune_df: float = 0.05,
-        prune_min_docs: int = 5_000,
+        prune_min_docs: int = 20_000,
     ) -> None:
         self._pool = pool
         self._k1 = k1
@@ -191,9 +192,10 @@ class PostgresBm25Search:
         lexemes: list[str],
         filters: dict[str, Any] | None,
         match: str,
+        cap: int | None = None,
     ) -> dict[str, float]:
         """Exact document frequency of each lexeme under the request's filters, cached like N (one
-        statement for the lexemes not cached; a rare lexeme costs a few index pages)."""
+        statement for the lexemes not cached, another for those that reach ``cap``)."""
         scope = f"{table}:{tenant_id}:{sorted((filters or {}).items())!r}"
         now = time.monotonic()
         out: dict[str, float] = {}
@@ -204,22 +206,33 @@ class PostgresBm25Search:
                 out[lexeme] = cached[1]
             else:
                 missing.append(lexeme)
-        if missing:
+        if len(self._dfs) > _DF_CACHE_MAX:  # bounded: drop expired entries, then everything
+            self._dfs = {k: v for k, v in self._dfs.items() if now - v[0] < _N_DOCS_TTL_S}
+            if len(self._dfs) > _DF_CACHE_MAX // 2:
+                self._dfs.clear()
+        # Counting is capped first: a lexeme under the cap is rare (its count exact and cheap); only
+        # the common ones, which repeat across queries and stay cached, are counted in full.
+        for limit in (cap, None) if cap else (None,):
+            if not missing:
+                break
             args: list[Any] = [tenant_id, missing]
             where = _filters(filters, args, memories=table == "memory_records")
+            capped = f" LIMIT {int(limit)}" if limit else ""
             sql = (
-                f"SELECT l.lexeme, (SELECT count(*) FROM {table} e "
+                f"SELECT l.lexeme, (SELECT count(*) FROM (SELECT 1 FROM {table} e "
                 f"CROSS JOIN (SELECT quote_literal(l.lexeme)::tsquery AS q) AS tq "
-                f"WHERE e.tenant_id = $1 AND {match}{where}) AS df "
+                f"WHERE e.tenant_id = $1 AND {match}{where}{capped}) AS hits) AS df "
                 f"FROM unnest($2::text[]) AS l(lexeme)"
             )
-            if len(self._dfs) > _DF_CACHE_MAX:  # bounded: drop expired entries, then everything
-                self._dfs = {k: v for k, v in self._dfs.items() if now - v[0] < _N_DOCS_TTL_S}
-                if len(self._dfs) > _DF_CACHE_MAX // 2:
-                    self._dfs.clear()
+            again: list[str] = []
             for row in await conn.fetch(sql, *args, timeout=self._timeout_s):
-                out[row["lexeme"]] = float(row["df"])
-                self._dfs[f"{scope}:{row['lexeme']}"] = (now, float(row["df"]))
+                lexeme, df = row["lexeme"], float(row["df"])
+                if limit and df >= limit:
+                    again.append(lexeme)
+                    continue
+                out[lexeme] = df
+                self._dfs[f"{scope}:{lexeme}"] = (now, df)
+            missing = again
         return out
 
     async def _plan_pruning(
@@ -231,30 +244,30 @@ class PostgresBm25Search:
         n_docs: int,
         filters: dict[str, Any] | None,
         match: str,
-    ) -> tuple[list[str], list[float]]:
-        """(pruned lexemes, their document frequencies), most common first.
+    ) -> tuple[list[str], list[float], float]:
+        """(pruned lexemes, their document frequencies, most common first; the sum of every query
+        lexeme's document frequency, a bound on the exhaustive search's work).
 
         MaxScore-style: a lexeme in more than ``prune_df`` of a large tenant's rows (think "user" in
         every memory) matches most of the table but adds almost nothing to BM25. Candidates are then
         found by the rarer lexemes only, while every candidate is still scored on all query lexemes
         (document frequencies are counted exactly per tenant and filter set, and cached). A
         pruned-only document scores at most sum(idf * (k1 + 1)) over the pruned lexemes:
-        :meth:`_search` returns a pass only when its k-th result beats that bound, and otherwise puts
-        the rarest pruned lexeme back and tries again (the last try is the unpruned search)."""
+        :meth:`_search` returns a pass only when its k-th result beats that bound; otherwise it tries
+        once more pruning only the most common half, then runs the unpruned search."""
         if self._prune_df <= 0 or n_docs < self._prune_min_docs:
-            return [], []
+            return [], [], 0.0
         lexemes: list[str] = await conn.fetchval(_QUERY_LEXEMES, query, timeout=self._timeout_s) or []
         if len(lexemes) < 2:
-            return [], []
-        dfs = await self._document_frequencies(conn, table, tenant_id, lexemes, filters, match)
+            return [], [], 0.0
+        cap = math.ceil(self._prune_df * n_docs) + 1
+        dfs = await self._document_frequencies(conn, table, tenant_id, lexemes, filters, match, cap)
         common = [lx for lx in lexemes if dfs.get(lx, 0.0) > self._prune_df * n_docs]
-        # Most common first: when a pass cannot prove its answer, the rarest pruned lexeme goes back.
+        # Most common first: a second pass keeps only the most common half pruned.
         common.sort(key=lambda lx: -dfs[lx])
         if len(common) == len(lexemes):
-            if dfs[common[-1]] > 0.5 * n_docs:
-                return [], []  # every lexeme is in most rows: nothing to gain
             common = common[:-1]  # every lexeme is common: the rarest still finds the candidates
-        return common, [dfs[lx] for lx in common]
+        return common, [dfs[lx] for lx in common], sum(dfs.get(lx, 0.0) for lx in lexemes)
 
     async def _search(
         self, table: str, cols: str, tenant_id: str, query: str, k: int, filters: dict[str, Any] | None
@@ -272,17 +285,23 @@ class PostgresBm25Search:
             async with self._pool.acquire(timeout=self._timeout_s) as conn:
                 n_docs, args[9] = await self._tenant_size(conn, table, tenant_id, doc)
                 args[6] = n_docs
-                pruned, dfs = await self._plan_pruning(conn, table, tenant_id, query, n_docs, filters, match)
-                while pruned:
-                    args[7], args[8] = pruned, dfs
+                pruned, dfs, work = await self._plan_pruning(
+                    conn, table, tenant_id, query, n_docs, filters, match
+                )
+                # At most two pruned passes (all common lexemes, then the most common half), then the
+                # exhaustive one; a pass runs only when its lexemes' postings are a small share of all.
+                keep = [len(pruned), len(pruned) // 2] if pruned else []
+                for n in dict.fromkeys(n for n in keep if n > 0):
+                    if work - sum(dfs[:n]) > _PRUNE_MAX_WORK * work:
+                        continue
+                    args[7], args[8] = pruned[:n], dfs[:n]
                     rows: list[asyncpg.Record] = await conn.fetch(sql, *args, timeout=self._timeout_s)
                     # Exact when k documents outscore anything a pruned-only document could reach.
-                    bound = sum(self._idf(df, n_docs) * (self._k1 + 1.0) for df in dfs)
+                    bound = sum(self._idf(df, n_docs) * (self._k1 + 1.0) for df in dfs[:n])
                     if len(rows) >= k and float(rows[-1]["score"]) > bound:
                         self.pruned_searches += 1
                         return rows
                     self.prune_fallbacks += 1
-                    pruned, dfs = pruned[:-1], dfs[:-1]
                 args[7], args[8] = [], []
                 rows = await conn.fetch(sql, *args, timeout=self._timeout_s)
         return rows
