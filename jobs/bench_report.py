@@ -270,8 +270,12 @@ def render(results: dict[str, dict[str, Any]]) -> str:
         "",
     ]
     for name, data in results.items():
-        if name in _SPECIAL:
-            parts += [f"## {name}", "", f"`{COMMANDS.get(name, name)}`", "", *_SPECIAL[name](data), ""]
+        special = _SPECIAL.get(name.split("_")[0])
+        if special is not None:
+            command = COMMANDS.get(name, COMMANDS.get(name.split("_")[0], name))
+            if name.startswith("soak") and data.get("duration_s"):
+                command = f"hybridmem bench soak --duration {round(data['duration_s'])} --json"
+            parts += [f"## {name}", "", f"`{command}`", "", *special(data), ""]
             continue
         parts += [f"## {name}", "", f"`{COMMANDS.get(name, 'hybridmem bench ' + name + ' --json')}`", ""]
         flat = [
