@@ -12,28 +12,37 @@ import asyncio
 import fcntl
 import json
 import logging
-import os
+import shutil
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import IO, Any, TypeVar, cast
+from typing import IO, Any, TypeVar
 
 import qdrant_edge as edge
 
 from core.errors import Conflict, InvalidInput, NotFound, StoreUnavailable
 from core.models import JsonDict, ModelVersion, VectorHit, VectorPoint
 from core.settings import QdrantSettings
+from core.stores.edge_build import (
+    SwapGate,
+    build_dir,
+    copy_for_build,
+    recover_dirs,
+    run_build,
+    swap_in_build,
+    write_json_atomically,
+)
 from core.stores.qdrant_index import STORE, checked_points, collection_name, version_metadata
 from core.stores.vector_filters import (
     KEYWORD_INDEXES,
     TENANT_FIELD,
     TIME_FIELD,
-    Condition,
     Match,
-    MatchAnyOf,
     parse_filters,
     sources_condition,
+    to_edge_filter,
 )
 
 logger = logging.getLogger(__name__)
@@ -41,10 +50,10 @@ logger = logging.getLogger(__name__)
 META_FILE = "hybridmem_meta.json"
 LOCK_FILE = ".hybridmem.lock"
 UPSERT_CHUNK = 1024
-# Points written to a collection before its HNSW index is brought up to date on the writer thread. Until
-# then new points are scored exactly, which the tenant filter keeps cheap (~1-2 ms at 5k points per tenant).
-# qdrant-edge-py 0.9 holds the GIL while it optimises, so the whole process pauses for the build: about
-# 1.2 s per 10k new 384-d points on 16 cores, ~37 s for a first build of 100k. None: only on optimize().
+# Points written to a collection before its HNSW index is rebuilt. Until then new points are scored
+# exactly, which the tenant filter keeps cheap (~1-2 ms at 5k points per tenant). qdrant-edge-py 0.9 holds
+# the GIL while it optimises (~13 s for 30k 384-d points on 2 cores), so the build runs in a child process
+# on a copy of the shard and is swapped in afterwards (core.stores.edge_build). None: only on optimize().
 OPTIMIZE_AFTER_POINTS = 20_000
 # Segments above this size (KB) get an HNSW index when optimised (~6.5k 384-d float32 vectors). A tenant
 # whose filtered subset is smaller is scored exactly (full_scan_threshold, same unit).
@@ -55,46 +64,14 @@ T = TypeVar("T")
 _DISTANCES = {"Cosine": edge.Distance.Cosine, "Dot": edge.Distance.Dot, "Euclid": edge.Distance.Euclid}
 
 
-def to_edge_filter(conditions: Sequence[Condition]) -> edge.Filter:
-    """Render backend-neutral conditions as a Qdrant Edge filter."""
-    must: list[edge.FieldCondition | edge.Filter] = []
-    for cond in conditions:
-        if isinstance(cond, Match):
-            must.append(edge.FieldCondition(cond.key, match=edge.MatchValue(cond.value)))
-        elif isinstance(cond, MatchAnyOf):
-            must.append(
-                edge.FieldCondition(
-                    cond.key, match=edge.MatchAny(cast(list[str] | list[int], list(cond.values)))
-                )
-            )
-        else:
-            rng = edge.RangeFloat(gte=cond.gte, lt=cond.lt, lte=cond.lte)
-            must.append(edge.FieldCondition(cond.key, range=rng))
-    return edge.Filter(must=list(must))
-
-
-def write_json_atomically(path: Path, data: JsonDict) -> None:
-    """Write, fsync, then ``os.replace``: readers see the old file or the new one, never half of one."""
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as fh:
-        json.dump(data, fh, indent=2, sort_keys=True)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
 class EdgeVectorIndex:
     """Vector tier on embedded Qdrant Edge shards. Owns its shards; open with :meth:`open`, then ``close()``.
 
-    Safe for concurrent async callers in the owning process: writes (upserts, deletes, index builds)
-    run one at a time, in call order, on a private writer thread; searches run on worker threads; and
-    collection/alias changes are serialised by a lock. HNSW is rebuilt on the writer thread after
-    ``optimize_after_points`` new points (see OPTIMIZE_AFTER_POINTS for the pause that costs).
+    Safe for concurrent async callers in the owning process: writes (upserts, deletes) run one at a
+    time, in call order, on a private writer thread; searches run on worker threads; and collection/alias
+    changes are serialised by a lock. After ``optimize_after_points`` new points, HNSW is rebuilt in a
+    child process on a copy of the shard, which then replaces the live one: the writes made meanwhile are
+    replayed into it first, and searches pause only for the swap itself (well under a second).
     """
 
     def __init__(
@@ -110,7 +87,10 @@ class EdgeVectorIndex:
         self._shards: dict[str, edge.EdgeShard] = {}
         self._meta: JsonDict = {"aliases": {}, "collections": {}}
         self._pending: dict[str, int] = {}  # points written per collection since the last optimisation
-        self._optimizing: dict[str, asyncio.Future[bool]] = {}
+        self._builds: dict[str, asyncio.Task[dict[str, float]]] = {}
+        # Writes since a build copied a collection, to replay into the built copy (writer thread only).
+        self._delta: dict[str, list[edge.UpdateOperation]] = {}
+        self._gate = SwapGate()
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="edge-writer")
         self._meta_lock = asyncio.Lock()
         self._lock_file: IO[str] | None = None
@@ -153,6 +133,7 @@ class EdgeVectorIndex:
             except (OSError, ValueError) as exc:
                 raise StoreUnavailable(STORE, f"unreadable {meta_path}") from exc
         for name in list(self._meta["collections"]):
+            recover_dirs(self._root, name)
             path = self._root / name
             if not path.exists():
                 logger.warning("edge collection %s is recorded but missing on disk; forgetting it", name)
@@ -174,30 +155,44 @@ class EdgeVectorIndex:
         """Run a mutation on the single writer thread (writes are applied in call order)."""
         return await asyncio.get_running_loop().run_in_executor(self._writer, self._guard, fn, *args)
 
-    async def _read(self, fn: Callable[..., T], *args: Any) -> T:
+    def _apply(self, name: str, op: edge.UpdateOperation) -> None:
+        """Apply one update to the collection's current shard (writer thread); record it for a build."""
+        self._shards[name].update(op)
+        delta = self._delta.get(name)
+        if delta is not None:
+            delta.append(op)
+
+    async def _read(self, name: str, fn: Callable[[edge.EdgeShard], T]) -> T:
         """Run a query on a worker thread; close() waits for reads in flight before closing shards."""
         self._reads += 1
         self._no_reads.clear()
         try:
-            return await asyncio.to_thread(self._guard, fn, *args)
+            return await asyncio.to_thread(self._read_sync, name, fn)
         finally:
             self._reads -= 1
             if self._reads == 0:
                 self._no_reads.set()
 
+    def _read_sync(self, name: str, fn: Callable[[edge.EdgeShard], T]) -> T:
+        with self._gate.reading():  # the shard is looked up inside: a swap may have replaced it
+            shard = self._shards.get(name)
+            if shard is None:
+                raise StoreUnavailable(STORE, "edge index is closed")
+            return self._guard(fn, shard)
+
     def _check_open(self) -> None:
         if self._closed:
             raise StoreUnavailable(STORE, "edge index is closed")
 
-    def _shard(self, collection: str | None) -> tuple[str, edge.EdgeShard]:
+    def _collection(self, collection: str | None) -> str:
+        """The named collection, or the alias's; NotFound if it has no shard."""
         self._check_open()
         name = collection or self._meta["aliases"].get(self._settings.alias)
         if name is None:
             raise NotFound("collection", self._settings.alias)
-        shard = self._shards.get(name)
-        if shard is None:
+        if name not in self._shards:
             raise NotFound("collection", name)
-        return name, shard
+        return name
 
     def _edge_config(self, version: ModelVersion) -> edge.EdgeConfig:
         s = self._settings
@@ -213,6 +208,7 @@ class EdgeVectorIndex:
         )
 
     def _create_shard(self, name: str, version: ModelVersion) -> edge.EdgeShard:
+        recover_dirs(self._root, name)
         path = self._root / name
         config = self._edge_config(version)
         # A directory without metadata is left by a crash between creating it and recording it.
@@ -261,34 +257,84 @@ class EdgeVectorIndex:
         """Write points (deterministic ids: a replay overwrites); refuses another model's vectors."""
         if not points:
             return
-        name, shard = self._shard(collection)
+        name = self._collection(collection)
         meta = self._meta["collections"][name]
         checked = checked_points(points, version_key=meta["model_version"], dimension=int(meta["dimension"]))
         for start in range(0, len(checked), UPSERT_CHUNK):
             batch = [edge.Point(p.id, p.vector, p.payload) for p in checked[start : start + UPSERT_CHUNK]]
-            await self._write(shard.update, edge.UpdateOperation.upsert_points(batch))
+            await self._write(self._apply, name, edge.UpdateOperation.upsert_points(batch))
         self._pending[name] = self._pending.get(name, 0) + len(checked)
         if self._optimize_after is not None and self._pending[name] >= self._optimize_after:
-            self._schedule_optimize(name, shard)
+            running = self._builds.get(name)
+            if running is None or running.done():
+                self._start_build(name)
 
-    def _schedule_optimize(self, name: str, shard: edge.EdgeShard) -> None:
-        """Queue an HNSW build behind the writes already queued; the future is kept and awaited on close."""
-        running = self._optimizing.get(name)
-        if running is not None and not running.done():
-            return
+    def _start_build(self, name: str) -> asyncio.Task[dict[str, float]]:
         self._pending[name] = 0
-        future = asyncio.get_running_loop().run_in_executor(self._writer, self._guard, shard.optimize)
-        future.add_done_callback(_log_failure)
-        self._optimizing[name] = future
+        task = asyncio.get_running_loop().create_task(self._build(name), name=f"edge-build-{name}")
+        task.add_done_callback(_log_failure)
+        self._builds[name] = task
+        return task
+
+    async def _build(self, name: str) -> dict[str, float]:
+        """Copy the shard, build its indexes in a child process, replay the writes made since, swap it in."""
+        started = time.perf_counter()
+        directory = build_dir(self._root, name)
+        try:
+            await self._write(self._copy_sync, name)
+            stats = await run_build(directory)
+            replayed = await self._write(self._install_sync, name, directory)
+        except BaseException:
+            await asyncio.shield(self._write(self._discard_sync, name, directory))
+            raise
+        logger.info(
+            "edge collection %s: HNSW rebuilt in a child process (%d points, build %.1f s, %d writes "
+            "replayed, %.1f s in all)",
+            name, stats.get("points", 0), stats.get("seconds", 0.0), replayed, time.perf_counter() - started,
+        )  # fmt: skip
+        return stats
+
+    def _copy_sync(self, name: str) -> None:
+        self._shards[name].flush()
+        copy_for_build(self._root, name)
+        self._delta[name] = []
+
+    def _install_sync(self, name: str, directory: Path) -> int:
+        ops = self._delta.pop(name, [])
+        built = edge.EdgeShard.load(str(directory))
+        try:
+            for op in ops:
+                built.update(op)
+            built.flush()
+        finally:
+            built.close()
+        with self._gate.exclusive():
+            live = self._shards[name]
+            live.flush()
+            live.close()
+            try:
+                swap_in_build(self._root, name)
+            finally:
+                recover_dirs(self._root, name)  # a failed swap leaves the old directory in place
+                self._shards[name] = edge.EdgeShard.load(str(self._root / name))
+        return len(ops)
+
+    def _discard_sync(self, name: str, directory: Path) -> None:
+        self._delta.pop(name, None)
+        shutil.rmtree(directory, ignore_errors=True)
 
     async def optimize(self, collection: str | None = None) -> bool:
-        """Build HNSW indexes and merge segments now, after queued writes; True if anything changed.
+        """Build HNSW indexes and merge segments now (in a child process); True if anything changed.
 
-        Call after a bulk load (e.g. a re-embedding) before making the collection live.
+        Waits for a build already running first. Call after a bulk load (e.g. a re-embedding) before
+        making the collection live.
         """
-        name, shard = self._shard(collection)
-        self._pending[name] = 0
-        return await self._write(shard.optimize)
+        name = self._collection(collection)
+        running = self._builds.get(name)
+        if running is not None:
+            await asyncio.gather(running, return_exceptions=True)
+        stats = await self._start_build(name)
+        return bool(stats.get("changed", 1.0))
 
     async def search(
         self,
@@ -304,7 +350,7 @@ class EdgeVectorIndex:
             raise InvalidInput("k", "must be at least 1")
         query_filter = to_edge_filter(parse_filters(tenant_id, filters))
         try:
-            name, shard = self._shard(collection)
+            name = self._collection(collection)
         except NotFound:
             if collection is None:
                 return []
@@ -319,7 +365,7 @@ class EdgeVectorIndex:
             params=edge.SearchParams(hnsw_ef=self._settings.search_ef),
             with_payload=True,
         )
-        found = await self._read(shard.query, request)
+        found = await self._read(name, lambda shard: shard.query(request))
         return [VectorHit(id=str(p.id), score=p.score, payload=p.payload or {}) for p in found]
 
     async def delete_by_source(self, *, tenant_id: str, source_ids: Sequence[str]) -> None:
@@ -333,26 +379,37 @@ class EdgeVectorIndex:
         op = edge.UpdateOperation.delete_points_by_filter(
             to_edge_filter([Match(TENANT_FIELD, tenant_id), sources_condition(source_ids)])
         )
-        for shard in list(self._shards.values()):
-            await self._write(shard.update, op)
+        for name in list(self._shards):
+            await self._write(self._apply, name, op)
 
     async def delete_ids(self, ids: Sequence[uuid.UUID], *, collection: str | None = None) -> None:
         if not ids:
             return
-        _, shard = self._shard(collection)
+        name = self._collection(collection)
         point_ids: list[edge.PointId] = list(ids)
-        await self._write(shard.update, edge.UpdateOperation.delete_points(point_ids))
+        await self._write(self._apply, name, edge.UpdateOperation.delete_points(point_ids))
 
     async def count(self, *, tenant_id: str | None = None, collection: str | None = None) -> int:
         """Exact number of points (of one tenant when given); 0 while no collection exists."""
         try:
-            _, shard = self._shard(collection)
+            name = self._collection(collection)
         except NotFound:
             if collection is None:
                 return 0
             raise
         count_filter = None if tenant_id is None else to_edge_filter([Match(TENANT_FIELD, tenant_id)])
-        return await self._read(shard.count, edge.CountRequest(exact=True, filter=count_filter))
+        request = edge.CountRequest(exact=True, filter=count_filter)
+        return await self._read(name, lambda shard: shard.count(request))
+
+    async def info(self, collection: str | None = None) -> dict[str, int]:
+        """Points, HNSW-indexed vectors and segments of a collection (the alias's by default)."""
+        name = self._collection(collection)
+        shard_info = await self._read(name, lambda shard: shard.info())
+        return {
+            "points": shard_info.points_count,
+            "indexed_vectors": shard_info.indexed_vectors_count,
+            "segments": shard_info.segments_count,
+        }
 
     async def live_version(self) -> str | None:
         self._check_open()
@@ -367,12 +424,14 @@ class EdgeVectorIndex:
             raise StoreUnavailable(STORE, f"edge store directory {self._root} is gone")
 
     async def close(self) -> None:
-        """Finish queued writes and index builds, flush and close every shard, release the lock."""
+        """Stop index builds, finish queued writes, flush and close every shard, release the lock."""
         if self._closed:
             return
         self._closed = True
-        for future in list(self._optimizing.values()):
-            await asyncio.gather(future, return_exceptions=True)
+        builds = list(self._builds.values())
+        for task in builds:
+            task.cancel()  # kills the child; the live shard has every write
+        await asyncio.gather(*builds, return_exceptions=True)
         await self._no_reads.wait()
         await asyncio.get_running_loop().run_in_executor(self._writer, self._close_sync)
         self._writer.shutdown(wait=True)
@@ -391,6 +450,6 @@ class EdgeVectorIndex:
             self._lock_file = None
 
 
-def _log_failure(future: asyncio.Future[bool]) -> None:
-    if not future.cancelled() and future.exception() is not None:
-        logger.error("background edge optimisation failed", exc_info=future.exception())
+def _log_failure(task: asyncio.Task[dict[str, float]]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logger.error("background edge index build failed", exc_info=task.exception())

@@ -11,8 +11,9 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
+import qdrant_edge as edge
 from qdrant_client import models
 
 from core.errors import InvalidInput
@@ -169,3 +170,21 @@ def to_qdrant_filter(conditions: Sequence[Condition]) -> models.Filter:
             rng = models.Range(gte=cond.gte, lt=cond.lt, lte=cond.lte)
             must.append(models.FieldCondition(key=cond.key, range=rng))
     return models.Filter(must=must)
+
+
+def to_edge_filter(conditions: Sequence[Condition]) -> edge.Filter:
+    """Render backend-neutral conditions as a Qdrant Edge filter."""
+    must: list[edge.FieldCondition | edge.Filter] = []
+    for cond in conditions:
+        if isinstance(cond, Match):
+            must.append(edge.FieldCondition(cond.key, match=edge.MatchValue(cond.value)))
+        elif isinstance(cond, MatchAnyOf):
+            must.append(
+                edge.FieldCondition(
+                    cond.key, match=edge.MatchAny(cast(list[str] | list[int], list(cond.values)))
+                )
+            )
+        else:
+            rng = edge.RangeFloat(gte=cond.gte, lt=cond.lt, lte=cond.lte)
+            must.append(edge.FieldCondition(cond.key, range=rng))
+    return edge.Filter(must=list(must))

@@ -12,7 +12,6 @@ from qdrant_client import models
 
 from core.errors import InvalidInput
 from core.models import VectorPoint
-from core.stores.edge_index import to_edge_filter
 from core.stores.qdrant_index import checked_points
 from core.stores.vector_filters import (
     Match,
@@ -20,6 +19,7 @@ from core.stores.vector_filters import (
     Range,
     parse_filters,
     sources_condition,
+    to_edge_filter,
     to_qdrant_filter,
     to_timestamp,
 )
