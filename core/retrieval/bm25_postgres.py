@@ -21,7 +21,7 @@ import math
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 
@@ -39,7 +39,7 @@ _MEMORY_COLS = (
 )
 _N_DOCS_TTL_S = 60.0
 _PRUNE_MAX_WORK = 0.25  # prune only when the remaining postings are at most this share
-_DF_CACHE_MAX = 4096  # (tenant, filters, lexeme) document frequencies kept per process
+_CACHE_MAX = 4096  # entries per cache (tenant sizes; (tenant, filters, lexeme) frequencies) per process
 
 _QUERY_LEXEMES = """
 SELECT coalesce(array_agg(DISTINCT lexeme), '{}'::text[]) FROM unnest(to_tsvector('english'::regconfig, $1))
@@ -124,6 +124,17 @@ def _memory(row: asyncpg.Record) -> MemoryRecord:
     )  # fmt: skip
 
 
+_Cached = TypeVar("_Cached", bound=tuple[Any, ...])
+
+
+def _bounded(cache: dict[str, _Cached], now: float) -> dict[str, _Cached]:
+    """The cache, or once it holds _CACHE_MAX entries, its unexpired ones (none if still too many)."""
+    if len(cache) < _CACHE_MAX:
+        return cache
+    fresh = {k: v for k, v in cache.items() if now - v[0] < _N_DOCS_TTL_S}
+    return fresh if len(fresh) <= _CACHE_MAX // 2 else {}
+
+
 class PostgresBm25Search:
     """LexicalSearcher with Okapi BM25 over episodes. Borrows the pool; never closes it."""
 
@@ -178,6 +189,7 @@ class PostgresBm25Search:
             timeout=self._timeout_s,
         )
         n, avgdl = int(row["n"] or 0), float(row["avgdl"] or 1.0)
+        self._n_docs = _bounded(self._n_docs, now)
         self._n_docs[key] = (now, n, avgdl)
         return n, avgdl
 
@@ -206,10 +218,7 @@ class PostgresBm25Search:
                 out[lexeme] = cached[1]
             else:
                 missing.append(lexeme)
-        if len(self._dfs) > _DF_CACHE_MAX:  # bounded: drop expired entries, then everything
-            self._dfs = {k: v for k, v in self._dfs.items() if now - v[0] < _N_DOCS_TTL_S}
-            if len(self._dfs) > _DF_CACHE_MAX // 2:
-                self._dfs.clear()
+        self._dfs = _bounded(self._dfs, now)
         # Counting is capped first: a lexeme under the cap is rare (its count exact and cheap); only
         # the common ones, which repeat across queries and stay cached, are counted in full.
         for limit in (cap, None) if cap else (None,):
