@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 from core.ids import deterministic_id
 from core.models import Episode, MemoryRecord, ModelVersion, VectorPoint
+from core.retrieval.quality import chunk_texts
 
 RecordType = Literal["episode", "summary", "memory"]
 
@@ -95,3 +96,38 @@ def episode_point(
             metadata=episode.metadata,
         ),
     )
+
+
+def chunk_point_id(tenant_id: str, record_id: str, index: int, version: ModelVersion) -> uuid.UUID:
+    return deterministic_id(tenant_id, "chunk", f"{record_id}#{index}", version.key)
+
+
+def episode_chunks(content: str) -> list[str]:
+    """The extra texts embedded for a long episode (sentence windows; [] for a short one)."""
+    return chunk_texts(content)
+
+
+def episode_chunk_points(
+    episode: Episode, vectors: Sequence[Sequence[float]], version: ModelVersion
+) -> list[VectorPoint]:
+    """One more point per chunk of a long episode: ``record_type`` "chunk", ``parent_type`` "episode", and
+    the episode's record id, source ids and content, so that a search scores the episode by its best point
+    and deleting the episode (by source) removes its chunks too."""
+    base = episode_point(episode, [], version).payload
+    return [
+        VectorPoint(
+            id=chunk_point_id(episode.tenant_id, str(episode.id), i, version),
+            vector=list(vector),
+            payload={**base, "record_type": "chunk", "parent_type": "episode", "chunk": i},
+        )
+        for i, vector in enumerate(vectors)
+    ]
+
+
+def episode_point_ids(
+    tenant_id: str, episode_id: str, content: str, version: ModelVersion
+) -> list[uuid.UUID]:
+    """Every point id an episode can have in ``version``'s collection: its own and its chunks'."""
+    own = point_id(tenant_id, "episode", episode_id, version)
+    chunks = len(episode_chunks(content))
+    return [own, *(chunk_point_id(tenant_id, episode_id, i, version) for i in range(chunks))]

@@ -168,6 +168,9 @@ class ConsolidationSettings(BaseModel):
     ollama_summary_model: str = Field("llama3.2", description="Ollama model for summaries")
     retention_days: int | None = Field(None, ge=1, description="Archive episodes older than this (off: None)")
     idle_session_days: int = Field(30, ge=1, description="Days without writes before a session is idle")
+    chunk_long_texts: bool = Field(
+        True, description="Also embed sentence-window chunks of long episodes (scored by the best point)"
+    )
 
 
 class Settings(BaseSettings):

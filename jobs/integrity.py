@@ -195,7 +195,7 @@ class IntegrityChecker:
         points = await self._list_points(tenant)
         by_type = Counter(str(h.payload.get("record_type")) for h in points.values())
         c["points"] = len(points)
-        for record_type in ("episode", "summary", "memory"):
+        for record_type in ("episode", "chunk", "summary", "memory"):
             c[f"points_{record_type}"] = by_type.get(record_type, 0)
         drift.unlisted_points = max(0, await self._vectors.count(tenant_id=tenant) - len(points))
         drift.orphan_point_ids = await self._orphans(tenant, points)
@@ -235,10 +235,13 @@ class IntegrityChecker:
 
     async def _orphans(self, tenant: str, points: dict[str, VectorHit]) -> list[uuid.UUID]:
         """Points whose episode (any state) or memory record no longer exists."""
-        wanted: dict[str, dict[str, str]] = {"episode": {}, "record": {}}
+        wanted: dict[str, dict[str, list[str]]] = {"episode": {}, "record": {}}
         for pid, hit in points.items():
-            kind = "episode" if hit.payload.get("record_type") == "episode" else "record"
-            wanted[kind][str(hit.payload.get("record_id"))] = pid
+            record_type = hit.payload.get("record_type")
+            if record_type == "chunk":  # one more point of a long record
+                record_type = hit.payload.get("parent_type")
+            kind = "episode" if record_type == "episode" else "record"
+            wanted[kind].setdefault(str(hit.payload.get("record_id")), []).append(pid)
         orphans: list[uuid.UUID] = []
         for kind, table in (("episode", "episodes"), ("record", "memory_records")):
             ids = [rid for rid in wanted[kind] if _is_uuid(rid)]
@@ -249,7 +252,8 @@ class IntegrityChecker:
                 timeout=self._timeout,
             )
             present = {r["id"] for r in rows}
-            orphans += [uuid.UUID(pid) for rid, pid in wanted[kind].items() if rid not in present]
+            gone = [pids for rid, pids in wanted[kind].items() if rid not in present]
+            orphans += [uuid.UUID(pid) for pids in gone for pid in pids]
         return sorted(orphans)
 
     async def repair(self, report: IntegrityReport) -> dict[str, int]:

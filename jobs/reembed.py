@@ -62,6 +62,7 @@ async def reembed(
                 r = await reembed_partition(
                     pool, vectors, embedder, p, collection=collection,
                     batch_size=settings.consolidation.batch_size,
+                    chunk_long_texts=settings.consolidation.chunk_long_texts,
                 )  # fmt: skip
             results.append(r)
             if progress is not None:
@@ -98,6 +99,7 @@ def reembed_partition_task(
             r = await reembed_partition(
                 res.pool, stores.vectors, stores.embedder, partition, collection=collection,
                 batch_size=settings.consolidation.batch_size,
+                chunk_long_texts=settings.consolidation.chunk_long_texts,
             )  # fmt: skip
             return asdict(r)
 

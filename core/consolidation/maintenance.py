@@ -24,7 +24,7 @@ from core.consolidation.partition import summary_point
 from core.consolidation.queries import _EPISODE_COLS
 from core.embedding.types import TextEmbedder
 from core.models import ModelVersion, VectorPoint
-from core.points import episode_point, point_id
+from core.points import episode_chunk_points, episode_chunks, episode_point, episode_point_ids
 from core.ports import EpisodicStore, VectorIndex
 from core.stores.postgres_episodic import _episode, _memory
 from core.stores.redis_working import RedisWorkingStore, encode_component
@@ -78,13 +78,17 @@ async def archive_episodes(
                         RETURNING {_ARCHIVE_COLS})
                     INSERT INTO episodes_archive ({_ARCHIVE_COLS}, archived_at)
                     SELECT {_ARCHIVE_COLS}, now() FROM moved
-                    RETURNING id, tenant_id""",
+                    RETURNING id, tenant_id, content""",
                 older_than, batch_size, timeout=timeout_s,
             )  # fmt: skip
             if not rows:
                 break
             if not keep_vectors and vectors is not None and version is not None:
-                ids = [point_id(r["tenant_id"], "episode", str(r["id"]), version) for r in rows]
+                ids = [
+                    pid
+                    for r in rows
+                    for pid in episode_point_ids(r["tenant_id"], str(r["id"]), r["content"], version)
+                ]
                 await vectors.delete_ids(ids)
                 report.vectors_removed += len(ids)
                 metrics.METRICS.retention_actions_total.inc(len(ids), action="deleted", record_type="vector")
@@ -164,9 +168,11 @@ async def reembed_partition(
     collection: str,
     batch_size: int = 256,
     timeout_s: float = 60.0,
+    chunk_long_texts: bool = True,
 ) -> ReembedResult:
-    """Embed every consolidated episode of ``partition`` (and the summaries of its sessions) with
-    ``embedder`` into ``collection``; points keep their deterministic ids, so a rerun overwrites."""
+    """Embed every consolidated episode of ``partition`` (its chunks too, as consolidation does, and the
+    summaries of its sessions) with ``embedder`` into ``collection``; points keep their deterministic
+    ids, so a rerun overwrites."""
     started = time.perf_counter()
     result = ReembedResult(partition=partition)
     version = await embedder.model_version()
@@ -196,11 +202,15 @@ async def reembed_partition(
         owner_ids = {r["id"] for r in owners}
         canon = [e for e in eps if e.id in owner_ids]
         if canon:
-            embedded = await embedder.embed([e.content for e in canon])
-            await vectors.upsert(
-                [episode_point(e, v, version) for e, v in zip(canon, embedded.vectors, strict=True)],
-                collection=collection,
-            )
+            chunks = [episode_chunks(e.content) if chunk_long_texts else [] for e in canon]
+            embedded = await embedder.embed([e.content for e in canon] + [c for cs in chunks for c in cs])
+            vecs = embedded.vectors
+            points = [episode_point(e, v, version) for e, v in zip(canon, vecs, strict=False)]
+            at = len(canon)
+            for e, cs in zip(canon, chunks, strict=True):
+                points += episode_chunk_points(e, vecs[at : at + len(cs)], version)
+                at += len(cs)
+            await vectors.upsert(points, collection=collection)
         result.episodes += len(canon)
         cursor = (eps[-1].created_at, eps[-1].id)
         if len(rows) < batch_size:

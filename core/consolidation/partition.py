@@ -37,7 +37,14 @@ from core.consolidation.summarise import Summariser, SummaryTurn
 from core.embedding.types import TextEmbedder
 from core.ids import deterministic_id
 from core.models import Episode, MemoryRecord, ModelVersion, VectorPoint
-from core.points import episode_point, payload, point_id
+from core.points import (
+    episode_chunk_points,
+    episode_chunks,
+    episode_point,
+    episode_point_ids,
+    payload,
+    point_id,
+)
 from core.ports import EpisodicStore, VectorIndex
 from core.settings import ConsolidationSettings
 
@@ -194,7 +201,10 @@ class _PartitionRun:
             self.conn, spans, before=self.window, after=self.window, timeout_s=self.timeout_s
         )
         summaries = await self._summaries(canon, context)
-        texts = [ep.content for ep in canon] + [m.content for m in summaries]
+        chunks = [episode_chunks(ep.content) if self.settings.chunk_long_texts else [] for ep in canon]
+        texts = (
+            [ep.content for ep in canon] + [m.content for m in summaries] + [c for cs in chunks for c in cs]
+        )
         t0 = time.perf_counter()
         embedded = await self.stores.embedder.embed(texts) if texts else None
         self.result.embed_seconds += time.perf_counter() - t0
@@ -204,13 +214,20 @@ class _PartitionRun:
             if embedded.version.key != self.version.key:
                 raise RuntimeError(f"embedder changed version mid-run: {embedded.version.key}")
             vecs = embedded.vectors
+            at = len(canon) + len(summaries)
             points = [episode_point(ep, v, self.version) for ep, v in zip(canon, vecs, strict=False)]
-            points += [
-                summary_point(m, v, self.version) for m, v in zip(summaries, vecs[len(canon) :], strict=True)
-            ]
+            svecs = vecs[len(canon) : at]
+            points += [summary_point(m, v, self.version) for m, v in zip(summaries, svecs, strict=True)]
+            for ep, cs in zip(canon, chunks, strict=True):
+                points += episode_chunk_points(ep, vecs[at : at + len(cs)], self.version)
+                at += len(cs)
         if dups:
-            # A duplicate may own a point from an earlier, interrupted pass where it was the first copy.
-            stale = [point_id(ep.tenant_id, "episode", str(ep.id), self.version) for ep in dups]
+            # A duplicate may own points from an earlier, interrupted pass where it was the first copy.
+            stale = [
+                pid
+                for ep in dups
+                for pid in episode_point_ids(ep.tenant_id, str(ep.id), ep.content, self.version)
+            ]
             await self.stores.vectors.delete_ids(stale, collection=self.collection)
         await self.stores.vectors.upsert(points, collection=self.collection)
         self.fault("after_upsert")

@@ -96,9 +96,14 @@ def _created(payload: dict[str, Any]) -> datetime | None:
 
 
 def from_vector_hit(hit: VectorHit, *, rank: int) -> Candidate:
-    """A semantic-tier point; an episode point shares its key with the same episode's lexical hit."""
+    """A semantic-tier point; an episode point shares its key with the same episode's lexical hit.
+
+    A chunk point (one more point of a long record) stands for its parent record: same key and content.
+    """
     payload = hit.payload
     record_type = str(payload.get("record_type") or payload.get("kind") or "memory")
+    if record_type == "chunk":
+        record_type = str(payload.get("parent_type") or "episode")
     record_id = str(payload.get("record_id") or hit.id)
     key = episode_key(record_id) if record_type == "episode" else f"{record_type}:{record_id}"
     source_ids = [str(s) for s in payload.get("source_ids") or [record_id]]

@@ -36,6 +36,8 @@ logger = logging.getLogger(__name__)
 Mode = Literal["hybrid", "vector", "lexical"]
 TIERS: tuple[str, ...] = (Tier.SEMANTIC.value, Tier.EPISODIC.value, Tier.WORKING.value)
 _VERSION_TTL_S = 30.0
+# Points fetched per wanted record from the vector tier (a long record also has chunk points).
+_CHUNK_OVERFETCH = 2
 _MMR_HEAD = 20
 
 
@@ -249,10 +251,18 @@ class HybridRetriever:
         embedded = await self._embedder.embed([query])
         if embedded.version.key != live:
             raise EmbeddingError(f"query model {embedded.version.key} differs from the collection's {live}")
+        # Long records have chunk points besides their own: fetch more points, keep each record's best.
         hits: list[VectorHit] = await self._vectors.search(
-            embedded.vectors[0], tenant_id=tenant_id, k=depth, filters=filters
+            embedded.vectors[0], tenant_id=tenant_id, k=depth * _CHUNK_OVERFETCH, filters=filters
         )
-        return [from_vector_hit(hit, rank=i) for i, hit in enumerate(hits)]
+        found: dict[str, Candidate] = {}
+        for hit in hits:
+            candidate = from_vector_hit(hit, rank=len(found))
+            if candidate.key not in found:
+                found[candidate.key] = candidate
+                if len(found) == depth:
+                    break
+        return list(found.values())
 
     async def _live_collection_version(self) -> str | None:
         now = time.monotonic()

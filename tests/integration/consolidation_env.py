@@ -34,6 +34,14 @@ from core.stores.vector_factory import open_vector_index
 
 N_PARTITIONS = 4
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
+# An episode long enough to be embedded as chunks besides its own point.
+LONG = (
+    "Field notes from the coastal survey. We counted the tern colony on the northern spit at dawn. "
+    "Nesting pairs were fewer than last spring. A fox had crossed the dunes during the night. "
+    "The warden repaired the fence near the lighthouse. Rain arrived before noon and stopped the count. "
+    "We moved to the salt marsh in the afternoon. Oystercatchers were feeding along the channel. "
+    "The tide gauge at the harbour needs a new battery."
+)
 
 
 def dsn_for(admin_dsn: str, database: str) -> str:

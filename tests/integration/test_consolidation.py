@@ -17,7 +17,9 @@ import pytest
 from core.consolidation.partition import consolidate_partition, summary_id
 from core.consolidation.runner import parse_partitions, run_consolidation
 from core.consolidation.summarise import ExtractiveSummariser, OllamaSummariser, SummaryTurn
+from core.points import episode_chunks, episode_point_ids
 from tests.integration.consolidation_env import (  # noqa: F401  (fixtures)
+    LONG,
     N_PARTITIONS,
     T0,
     Env,
@@ -90,6 +92,37 @@ async def test_partition_pass_drains_dedupes_summarises_and_checkpoints(env: Env
     )
     assert (r3.episodes, r3.points) == (0, 0)
     assert await env.vectors.count(tenant_id=tenant) == 26 - 1 + len(summaries)
+
+
+@pytest.mark.integration
+async def test_a_long_episode_gets_chunk_points_that_follow_its_lifecycle(env: Env, tenant: str) -> None:
+    s = session_in(tenant, 0)
+    long = episode(tenant, s, "long", LONG, T0)
+    dup = episode(tenant, s, "long-again", LONG, T0 + timedelta(minutes=5))
+    short = episode(tenant, s, "short", "A short note about the cello.", T0 + timedelta(minutes=1))
+    await env.episodic.insert_episodes([long, short, dup])
+    run = await env.runs.create(partitions=[0], trigger="test")
+    result = await consolidate_partition(0, run_id=run.id, **_kw(env))
+
+    chunks = episode_chunks(LONG)
+    assert len(chunks) >= 3 and episode_chunks(short.content) == []
+    version = await env.embedder.model_version()
+    probe = (await env.embedder.embed([chunks[-1]])).vectors[0]  # the text of the last chunk
+    hits = await env.vectors.search(probe, tenant_id=tenant, k=50)
+    chunk_hits = [h for h in hits if h.payload["record_type"] == "chunk"]
+    assert sorted(h.payload["chunk"] for h in chunk_hits) == list(range(len(chunks)))
+    assert {h.payload["record_id"] for h in chunk_hits} == {str(long.id)}  # none for the duplicate
+    assert hits[0].payload["record_type"] == "chunk" and hits[0].payload["chunk"] == len(chunks) - 1
+    own_and_chunks = {h.id for h in hits if h.payload["record_id"] == str(long.id)}
+    assert own_and_chunks == {str(p) for p in episode_point_ids(tenant, str(long.id), LONG, version)}
+    assert await episode_point_records(env, tenant) == sorted([str(long.id), str(short.id)])
+    assert result.points == 2 + len(chunks) + result.summaries
+
+    # Deleting the episode's points by source removes its chunks too; the short one stays.
+    await env.vectors.delete_by_source(tenant_id=tenant, source_ids=[str(long.id)])
+    left = await env.vectors.search(probe, tenant_id=tenant, k=50)
+    assert all(h.payload["record_id"] != str(long.id) for h in left)
+    assert any(h.payload["record_id"] == str(short.id) for h in left)
 
 
 @pytest.mark.integration

@@ -146,8 +146,8 @@ async def test_report_finds_drift_both_ways_and_repair_fixes_it(
     (t,) = report.tenants
     assert t.counts == {
         "episodes_consolidated": 17, "episode_contents": 15, "summaries": 1, "memories": 3,
-        "records_of_other_versions": 1, "points": 17, "points_episode": 15, "points_summary": 0,
-        "points_memory": 2,
+        "records_of_other_versions": 1, "points": 17, "points_episode": 15, "points_chunk": 0,
+        "points_summary": 0, "points_memory": 2,
     }  # fmt: skip
     assert set(t.missing_episode_ids) == {w.lost.id, w.lost_a.id, w.lost_b.id}
     assert t.missing_summary_ids == [w.summary_lost.id]

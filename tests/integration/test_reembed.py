@@ -11,9 +11,10 @@ from core.consolidation.partition import consolidate_partition
 from core.embedding.sentence_model import SentenceTransformerEmbedder
 from core.embedding.types import EmbedResult
 from core.models import ModelVersion
+from core.points import episode_chunks
 from jobs.reembed import reembed
 from tests.integration import consolidation_env as fixtures
-from tests.integration.consolidation_env import Env, conversation, episode, session_in
+from tests.integration.consolidation_env import LONG, Env, conversation, episode, session_in
 
 pytestmark = pytest.mark.integration
 template, embedder, env = fixtures.template, fixtures.embedder, fixtures.env
@@ -39,7 +40,8 @@ async def test_reembed_switches_the_alias_at_the_end_and_queries_never_fail(
 ) -> None:
     eps = [ep for p in range(3) for ep in conversation(tenant, session_in(tenant, p, f"r{p}"), 8)]
     dup = episode(tenant, eps[0].session_id, "dup", eps[0].content, eps[3].created_at)
-    await env.episodic.insert_episodes([*eps, dup])
+    long = episode(tenant, eps[0].session_id, "long", LONG, eps[5].created_at)  # embedded with chunks
+    await env.episodic.insert_episodes([*eps, dup, long])
     run = await env.runs.create(partitions=[0, 1, 2], trigger="test")
     for p in range(3):
         await consolidate_partition(p, run_id=run.id, stores=env.stores, settings=env.settings.consolidation)
@@ -67,10 +69,11 @@ async def test_reembed_switches_the_alias_at_the_end_and_queries_never_fail(
         await searcher
     assert searches and min(searches) == 5, "every query during the run found results"
     assert (result["previous"], result["version"]) == (old_key, nxt.version.key)
-    assert result["episodes"] == len(eps) and result["summaries"] == 3
+    assert result["episodes"] == len(eps) + 1 and result["summaries"] == 3
     assert await env.vectors.live_version() == nxt.version.key
     new_collection = result["collection"]
-    assert await env.vectors.count(tenant_id=tenant, collection=new_collection) == old_count == len(eps) + 3
+    points = len(eps) + 1 + len(episode_chunks(LONG)) + 3
+    assert await env.vectors.count(tenant_id=tenant, collection=new_collection) == old_count == points
     hits = await env.vectors.search(query, tenant_id=tenant, k=3)
     assert hits and all(h.payload["model_version"] == nxt.version.key for h in hits)
     assert "Lisbon" in hits[0].payload["content"]

@@ -10,9 +10,17 @@ import pytest
 
 from core.consolidation.maintenance import archive_episodes, drop_idle_buffers
 from core.consolidation.partition import consolidate_partition
+from core.points import episode_chunks
 from jobs.retention import run_retention
 from tests.integration import consolidation_env as fixtures
-from tests.integration.consolidation_env import Env, conversation, episode, episode_point_records, session_in
+from tests.integration.consolidation_env import (
+    LONG,
+    Env,
+    conversation,
+    episode,
+    episode_point_records,
+    session_in,
+)
 
 pytestmark = pytest.mark.integration
 template, embedder, env = fixtures.template, fixtures.embedder, fixtures.env
@@ -25,10 +33,18 @@ async def _summary_points(env: Env, tenant: str) -> int:
     return len(hits)
 
 
+async def _chunk_points(env: Env, tenant: str) -> int:
+    hits = await env.vectors.search(
+        [1.0] + [0.0] * 383, tenant_id=tenant, k=100, filters={"record_type": "chunk"}
+    )
+    return len(hits)
+
+
 @pytest.mark.parametrize("keep_vectors", [False, True])
 async def test_archive_moves_old_consolidated_episodes(env: Env, tenant: str, keep_vectors: bool) -> None:
     now = datetime.now(UTC)
-    old = conversation(tenant, session_in(tenant, 0, "old"), 6, start=now - timedelta(days=40))
+    old = conversation(tenant, session_in(tenant, 0, "old"), 5, start=now - timedelta(days=40))
+    old.append(episode(tenant, old[0].session_id, "long", LONG, now - timedelta(days=39)))  # has chunks
     recent = conversation(tenant, session_in(tenant, 0, "new"), 3, start=now - timedelta(days=1))
     await env.episodic.insert_episodes([*old, *recent])
     run = await env.runs.create(partitions=[0], trigger="test")
@@ -36,6 +52,7 @@ async def test_archive_moves_old_consolidated_episodes(env: Env, tenant: str, ke
     pending = episode(tenant, old[0].session_id, "pending", "Not consolidated yet.", now - timedelta(days=41))
     await env.episodic.insert_episodes([pending])
     summaries_before = await _summary_points(env, tenant)
+    assert await _chunk_points(env, tenant) == len(episode_chunks(LONG)) > 0
     version = await env.embedder.model_version()
     cutoff = now - timedelta(days=30)
 
@@ -57,6 +74,7 @@ async def test_archive_moves_old_consolidated_episodes(env: Env, tenant: str, ke
     expected = [*old, *recent] if keep_vectors else recent
     assert points == sorted(str(e.id) for e in expected)
     assert await _summary_points(env, tenant) == summaries_before > 0  # long-term form stays
+    assert await _chunk_points(env, tenant) == (len(episode_chunks(LONG)) if keep_vectors else 0)
     again = await archive_episodes(env.pool, env.vectors, older_than=cutoff, version=version)
     assert again.episodes == 0
 

@@ -15,7 +15,7 @@ from core.embedding.types import EmbedResult
 from core.errors import StoreUnavailable
 from core.ids import content_hash
 from core.models import Episode, ModelVersion, Role, Tier, VectorHit, VectorPoint
-from core.points import episode_point
+from core.points import episode_chunk_points, episode_point
 from core.retrieval.hybrid import HybridRetriever
 from core.retrieval.tokens import load_token_counter
 from core.settings import RetrievalSettings
@@ -247,3 +247,19 @@ def test_working_tier_filter_semantics() -> None:
     assert episode_matches(ep, {"created_after": "2024-03-01T10:00:00Z"})  # inclusive
     assert not episode_matches(ep, {"created_before": "2024-03-01T10:00:00+00:00"})  # exclusive
     assert not episode_matches(ep, {"metadata": {"lang": "de"}})
+
+
+async def test_chunk_points_stand_for_their_episode_once_at_its_best_score() -> None:
+    retriever, store, _, index, _ = await _setup()
+    long = _episode("A long report. It is about weather. Then a painting. Then the park. The end.", 20)
+    await store.insert_episodes([long])
+    await index.upsert([episode_point(long, [0.0, 0.0, 0.0, 0.0], VERSION)])  # its own vector: nothing
+    # two chunks: one about painting (close to the query), one about a dog
+    await index.upsert(episode_chunk_points(long, [[0.0, 0.0, 1.0, 0.0], [0.0, 0.8, 0.6, 0.0]], VERSION))
+
+    found = await retriever.search(tenant_id="t1", query="painting", k=10, mode="vector")
+    hits = [s for s in found.snippets if s.content == long.content]
+    assert len(hits) == 1  # three points, one record
+    assert hits[0].scores["semantic"] == pytest.approx(1.0)  # the best chunk's score
+    assert hits[0].metadata["record_type"] == "episode"
+    assert hits[0].source_ids == [str(long.id)]
