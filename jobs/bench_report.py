@@ -215,7 +215,11 @@ def _soak(data: dict[str, Any]) -> list[str]:
     ]
     mem = data.get("memory_mb", {})
     before, after = mem.get("before", {}), mem.get("after", {})
-    mem_rows = [(proc, _fmt(before.get(proc)), _fmt(after.get(proc))) for proc in before]
+    slopes = mem.get("slope_second_half_by_role", {})
+    mem_rows = [
+        (proc, _fmt(before.get(proc)), _fmt(after.get(proc)), _fmt(slopes.get(proc, "n/a")))
+        for proc in before
+    ]
     return [
         f"{data.get('duration_s')} s at {data.get('rate_achieved')} requests/s (target "
         f"{data.get('rate_target')}), mix {json.dumps(data.get('mix'))}: {data.get('requests')} requests, "
@@ -227,7 +231,7 @@ def _soak(data: dict[str, Any]) -> list[str]:
         f"({mem.get('growth_pct')} %), slope {mem.get('slope_mb_per_min')} MB/min "
         f"(second half: {mem.get('slope_second_half_mb_per_min', 'n/a')} MB/min).",
         "",
-        table(mem_rows, ("process", "before", "after")),
+        table(mem_rows, ("process", "before", "after", "MB/min, second half")),
     ]
 
 

@@ -188,6 +188,9 @@ async def _drive(
         before = app_memory(root_pid)
         soak = _Soak(client, seed=7, max_in_flight=max_in_flight)
         samples: list[tuple[float, float]] = [(0.0, before["total"])]
+        by_role: dict[str, list[tuple[float, float]]] = defaultdict(list)
+        for role, mb in before.items():
+            by_role[role].append((0.0, mb))
         started = time.perf_counter()
 
         async def sampler() -> None:
@@ -196,6 +199,8 @@ async def _drive(
                 elapsed = time.perf_counter() - started
                 mem = await asyncio.to_thread(app_memory, root_pid)
                 samples.append((round(elapsed, 1), mem["total"]))
+                for role, mb in mem.items():
+                    by_role[role].append((round(elapsed, 1), mb))
                 if progress:
                     done = sum(len(v) for v in soak.latency.values())
                     print(f"  {elapsed:5.0f}s  {done} requests  {sum(soak.errors.values())} errors  "
@@ -209,6 +214,8 @@ async def _drive(
         elapsed = time.perf_counter() - started
         after = app_memory(root_pid)
     samples.append((round(elapsed, 1), after["total"]))
+    for role, mb in after.items():
+        by_role[role].append((round(elapsed, 1), mb))
     every = [x for lat in soak.latency.values() for x in lat]
     growth = {k: round(after.get(k, 0.0) - before.get(k, 0.0), 1) for k in sorted(set(before) | set(after))}
     return {
@@ -235,6 +242,13 @@ async def _drive(
             # a warming cache flattens out, a leak does not: compare the halves
             "slope_second_half_mb_per_min": _slope_per_min([s for s in samples if s[0] >= elapsed / 2]),
             "samples": samples,
+            # which process keeps growing, if any: each role's slope over the second half
+            "slope_second_half_by_role": {
+                role: _slope_per_min([x for x in series if x[0] >= elapsed / 2])
+                for role, series in sorted(by_role.items())
+                if role != "total"
+            },
+            "samples_by_role": {role: series for role, series in sorted(by_role.items()) if role != "total"},
         },
     }
 
