@@ -161,6 +161,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 _BENCH_OPTIONS = {
+    "consolidate_every",
     "memories",
     "clients",
     "seconds",
@@ -288,6 +289,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--modes", help="locomo/scifact: comma-separated modes (hybrid,vector,lexical)")
     bench.add_argument("--duration", type=float, help="soak: seconds of load after warm-up")
     bench.add_argument("--rate", type=float, help="soak: operations started per second")
+    bench.add_argument(
+        "--consolidate-every",
+        dest="consolidate_every",
+        type=float,
+        help="soak: seconds between scheduled consolidation runs, as the app does by default (0: off)",
+    )
     bench.set_defaults(func=_cmd_bench)
     return parser
 

@@ -213,6 +213,7 @@ async def _drive(
             sampling.cancel()
         elapsed = time.perf_counter() - started
         after = app_memory(root_pid)
+        consolidation = await _consolidation_summary(client)
     samples.append((round(elapsed, 1), after["total"]))
     for role, mb in after.items():
         by_role[role].append((round(elapsed, 1), mb))
@@ -232,6 +233,7 @@ async def _drive(
             "overall": _percentiles(every),
             **{op: _percentiles(v) for op, v in soak.latency.items()},
         },
+        "consolidation": consolidation,
         "memory_mb": {
             "scope": "descendants of this process" if root_pid is not None else "all Serve processes here",
             "before": before,
@@ -251,6 +253,22 @@ async def _drive(
             "samples_by_role": {role: series for role, series in sorted(by_role.items()) if role != "total"},
         },
     }
+
+
+async def _consolidation_summary(client: httpx.AsyncClient) -> dict[str, Any]:
+    """What the scheduled consolidation runs did during the soak (from the admin API)."""
+    resp = await client.get("/v1/admin/consolidations", params={"limit": 200})
+    if resp.status_code != 200:
+        return {"error": f"HTTP {resp.status_code}"}
+    runs = resp.json()
+    statuses: dict[str, int] = defaultdict(int)
+    for run in runs:
+        statuses[run["status"]] += 1
+
+    def total(key: str) -> int:
+        return sum(int(c.get(key, 0)) for run in runs for c in run["counts"].values())
+
+    return {"runs": len(runs), "statuses": dict(statuses), "episodes": total("episodes")}
 
 
 async def _schedule(soak: _Soak, *, rate: float, seconds: float) -> None:
@@ -281,8 +299,13 @@ def run(
     url: str | None = None,
     key: str | None = None,
     progress: bool = True,
+    consolidate_every: float = 60.0,
 ) -> dict[str, Any]:
-    """Preload ``memories`` (so the semantic tier is live), warm up, then soak for ``duration`` seconds."""
+    """Preload ``memories`` (so the semantic tier is live), warm up, then soak for ``duration`` seconds.
+
+    The local app consolidates every ``consolidate_every`` seconds, like a deployed one (0: never), so
+    the soak includes draining, embedding and HNSW builds of the semantic tier.
+    """
 
     async def body(base: str, k: str, root_pid: int | None) -> dict[str, Any]:
         if memories:
@@ -297,6 +320,13 @@ def run(
     else:
         from jobs.bench_env import bench_app
 
-        with bench_app() as app:
+        scheduled = {"enabled": consolidate_every > 0, "interval_s": consolidate_every or 60.0}
+        with bench_app({"consolidation": scheduled}) as app:
             result = asyncio.run(body(app.base_url, app.key, os.getpid()))
-    return {"name": "soak", "memories": memories, "warmup_s": warmup, **result}
+    return {
+        "name": "soak",
+        "memories": memories,
+        "warmup_s": warmup,
+        "consolidate_every_s": consolidate_every if not (url and key) else None,
+        **result,
+    }
