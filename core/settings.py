@@ -184,6 +184,9 @@ class Settings(BaseSettings):
     data_dir: Path = Field(Path(".hybridmem"), description="Where embedded servers and stores keep data")
     log_level: str = Field("INFO", description="Python log level")
     log_json: bool = Field(True, description="Structured JSON logs")
+    memtrace_interval_s: float | None = Field(
+        None, gt=0, description="Log each process's top allocation growth this often (tracemalloc; slow)"
+    )
     request_timeout_s: float = Field(30.0, gt=0, description="End-to-end budget of one API request")
     redis: RedisSettings = Field(default_factory=RedisSettings)
     postgres: PostgresSettings = Field(default_factory=PostgresSettings)

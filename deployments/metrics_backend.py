@@ -19,6 +19,7 @@ import ray
 from ray.serve import metrics as ray_metrics
 
 from core.logs import configure_logging, set_request_id_fallback
+from core.memtrace import start_memtrace
 from core.metrics import (
     Instrument,
     MetricKind,
@@ -97,6 +98,20 @@ def install_ray_metrics() -> bool:
 
 
 def init_observability(settings: Settings) -> None:
-    """JSON logs at the configured level, and Ray-published metrics: one call per Ray process."""
+    """JSON logs at the configured level, Ray-published metrics and, when configured, memory tracing:
+    one call per Ray process."""
     configure_logging(settings.log_level, json=settings.log_json)
     install_ray_metrics()
+    if settings.memtrace_interval_s:
+        start_memtrace(settings.memtrace_interval_s, process=_process_name())
+
+
+def _process_name() -> str:
+    """The Serve deployment this replica belongs to, else "worker"."""
+    from ray import serve
+    from ray.serve.exceptions import RayServeException
+
+    try:
+        return str(serve.get_replica_context().deployment)
+    except RayServeException:  # not inside a replica
+        return "worker"
