@@ -113,6 +113,12 @@ class RetrievalSettings(BaseModel):
         "candidates (exact: puts terms back when it cannot prove the result); 0 disables",
     )
     bm25_prune_min_docs: int = Field(20_000, ge=0, description="Tenant size from which BM25 pruning applies")
+    bm25_max_scan_rows: int = Field(
+        10_000,
+        ge=0,
+        description="Work budget of a pruned search: when its exact answer needs more rows than this, "
+        "only rows with a rarer term and the 2,000 newest rows are scored (scores stay exact); 0: none",
+    )
     lexical_neighbour_window: int = Field(2, ge=0, le=5, description="Turns each side scored with a turn")
     lexical_neighbour_weight: float = Field(0.5, ge=0, le=1, description="Weight of neighbour-turn terms")
     chunk_sentences: int = Field(3, ge=1, description="Sentences per extra embedded chunk of long content")

@@ -57,6 +57,7 @@ class Retriever:
                 timeout_s=self._settings.postgres.command_timeout_s,
                 prune_df=r.bm25_prune_df,
                 prune_min_docs=r.bm25_prune_min_docs,
+                max_scan_rows=r.bm25_max_scan_rows,
             )
         self._core = HybridRetriever(
             working=res.working,

@@ -97,6 +97,20 @@ SELECT {cols}, s.score FROM scored s JOIN {table} e ON e.id = s.id ORDER BY s.sc
 """
 
 
+# Rows among the tenant's newest $3 (by the (tenant_id, created_at, id) index) that match any lexeme in
+# $2 and are not in $4: the candidates of a search over its work budget besides the rare terms' rows.
+_RECENT = """
+WITH tq AS (
+    SELECT array_to_string(ARRAY(SELECT quote_literal(l) FROM unnest($2::text[]) AS l), ' | ')::tsquery AS q
+)
+SELECT e.id FROM (
+    SELECT * FROM {table} e WHERE e.tenant_id = $1{where} ORDER BY e.created_at DESC, e.id DESC LIMIT $3
+) AS e CROSS JOIN tq
+WHERE {match} AND NOT (e.id = ANY($4::uuid[]))
+"""
+_RECENT_WINDOW = 2_000  # newest rows searched beside the rare terms' rows (at least 4 k)
+
+
 def _filters(filters: dict[str, Any] | None, args: list[Any], *, memories: bool = False) -> str:
     """The episodic store's filter predicates on the ``e`` alias, as an ``AND ...`` suffix."""
     clauses = search_filters(filters, args, memories=memories, alias="e.")
@@ -149,6 +163,8 @@ class PostgresBm25Search:
         timeout_s: float = 10.0,
         prune_df: float = 0.05,
         prune_min_docs: int = 20_000,
+        max_scan_rows: int = 10_000,
+        recent_window: int = _RECENT_WINDOW,
     ) -> None:
         self._pool = pool
         self._k1 = k1
@@ -158,10 +174,13 @@ class PostgresBm25Search:
         self._timeout_s = timeout_s
         self._prune_df = prune_df
         self._prune_min_docs = prune_min_docs
+        self._max_scan_rows = max_scan_rows
+        self._recent_window = recent_window
         self._n_docs: dict[str, tuple[float, int, float]] = {}
         self._dfs: dict[str, tuple[float, float]] = {}
         self.pruned_searches = 0
         self.prune_fallbacks = 0
+        self.budget_fills = 0
 
     @contextmanager
     def _translate(self) -> Iterator[None]:
@@ -253,9 +272,9 @@ class PostgresBm25Search:
         n_docs: int,
         filters: dict[str, Any] | None,
         match: str,
-    ) -> tuple[list[str], list[float], float]:
+    ) -> tuple[list[str], list[float], float, dict[str, float]]:
         """(pruned lexemes, their document frequencies, most common first; the sum of every query
-        lexeme's document frequency, a bound on the exhaustive search's work).
+        lexeme's document frequency, a bound on the exhaustive search's work; every lexeme's frequency).
 
         MaxScore-style: a lexeme in more than ``prune_df`` of a large tenant's rows (think "user" in
         every memory) matches most of the table but adds almost nothing to BM25. Candidates are then
@@ -265,10 +284,10 @@ class PostgresBm25Search:
         :meth:`_search` returns a pass only when its k-th result beats that bound; otherwise it tries
         once more pruning only the most common half, then runs the unpruned search."""
         if self._prune_df <= 0 or n_docs < self._prune_min_docs:
-            return [], [], 0.0
+            return [], [], 0.0, {}
         lexemes: list[str] = await conn.fetchval(_QUERY_LEXEMES, query, timeout=self._timeout_s) or []
         if len(lexemes) < 2:
-            return [], [], 0.0
+            return [], [], 0.0, {}
         cap = math.ceil(self._prune_df * n_docs) + 1
         dfs = await self._document_frequencies(conn, table, tenant_id, lexemes, filters, match, cap)
         common = [lx for lx in lexemes if dfs.get(lx, 0.0) > self._prune_df * n_docs]
@@ -276,7 +295,7 @@ class PostgresBm25Search:
         common.sort(key=lambda lx: -dfs[lx])
         if len(common) == len(lexemes):
             common = common[:-1]  # every lexeme is common: the rarest still finds the candidates
-        return common, [dfs[lx] for lx in common], sum(dfs.get(lx, 0.0) for lx in lexemes)
+        return common, [dfs[lx] for lx in common], sum(dfs.get(lx, 0.0) for lx in lexemes), dfs
 
     async def _search(
         self, table: str, cols: str, tenant_id: str, query: str, k: int, filters: dict[str, Any] | None
@@ -294,14 +313,16 @@ class PostgresBm25Search:
             async with self._pool.acquire(timeout=self._timeout_s) as conn:
                 n_docs, args[9] = await self._tenant_size(conn, table, tenant_id, doc)
                 args[6] = n_docs
-                pruned, dfs, work = await self._plan_pruning(
+                pruned, dfs, work, all_dfs = await self._plan_pruning(
                     conn, table, tenant_id, query, n_docs, filters, match
                 )
                 # At most two pruned passes (all common lexemes, then the most common half), then the
                 # exhaustive one; a pass runs only when its lexemes' postings are a small share of all.
                 keep = [len(pruned), len(pruned) // 2] if pruned else []
+                partial: list[asyncpg.Record] | None = None
                 for n in dict.fromkeys(n for n in keep if n > 0):
-                    if work - sum(dfs[:n]) > _PRUNE_MAX_WORK * work:
+                    rest = work - sum(dfs[:n])  # postings of the lexemes that find candidates
+                    if rest > _PRUNE_MAX_WORK * work or (self._max_scan_rows and rest > self._max_scan_rows):
                         continue
                     args[7], args[8] = pruned[:n], dfs[:n]
                     rows: list[asyncpg.Record] = await conn.fetch(sql, *args, timeout=self._timeout_s)
@@ -311,9 +332,58 @@ class PostgresBm25Search:
                         self.pruned_searches += 1
                         return rows
                     self.prune_fallbacks += 1
+                    partial = rows if n == len(pruned) else partial
+                if self._max_scan_rows and pruned and work > self._max_scan_rows:
+                    rare_work = work - sum(dfs)
+                    if partial is None and rare_work <= self._max_scan_rows:
+                        args[7], args[8] = pruned, dfs
+                        partial = await conn.fetch(sql, *args, timeout=self._timeout_s)
+                    return await self._fill_by_recency(
+                        conn, table, cols, tenant_id, query, k, filters, match, doc,
+                        partial or [], all_dfs, n_docs, args[9],
+                    )  # fmt: skip
                 args[7], args[8] = [], []
                 rows = await conn.fetch(sql, *args, timeout=self._timeout_s)
         return rows
+
+    async def _fill_by_recency(
+        self,
+        conn: asyncpg.Connection,
+        table: str,
+        cols: str,
+        tenant_id: str,
+        query: str,
+        k: int,
+        filters: dict[str, Any] | None,
+        match: str,
+        doc: str,
+        found: list[asyncpg.Record],
+        dfs: dict[str, float],
+        n_docs: int,
+        avgdl: float,
+    ) -> list[asyncpg.Record]:
+        """Over the work budget: the best k of ``found`` (the rows holding a rarer lexeme, scored exactly)
+        and the matching rows among the tenant's ``recent_window`` newest (scored exactly too).
+
+        Older rows that hold only common lexemes are not considered: for memories, the newest of many
+        near-equal matches. Every returned score is the row's true BM25 score."""
+        self.budget_fills += 1
+        lexemes = list(dfs)
+        args: list[Any] = [tenant_id, lexemes, max(self._recent_window, 4 * k), [r["id"] for r in found]]
+        where = _filters(filters, args, memories=table == "memory_records")
+        recent = _RECENT.format(table=table, match=match, where=where)
+        ids = [r["id"] for r in await conn.fetch(recent, *args, timeout=self._timeout_s)]
+        rows = list(found)
+        if ids:
+            # Scored with every lexeme's exact document frequency; candidates are exactly these ids.
+            score_args: list[Any] = [
+                tenant_id, query, k, self._neighbour_weight, self._k1, self._b, n_docs,
+                lexemes, [dfs[lx] for lx in lexemes], avgdl, ids,
+            ]  # fmt: skip
+            sql = _SEARCH.format(table=table, doc=doc, match="e.id = ANY($11::uuid[])", where="", cols=cols)
+            rows += await conn.fetch(sql, *score_args, timeout=self._timeout_s)
+        rows.sort(key=lambda r: (-float(r["score"]), r["id"]))
+        return rows[:k]
 
     async def search_text(
         self, *, tenant_id: str, query: str, k: int, filters: dict[str, Any] | None = None

@@ -147,3 +147,35 @@ async def test_common_terms_are_pruned_from_candidate_lookup_without_changing_re
     small = PostgresBm25Search(pg_pool, prune_df=prune_df, prune_min_docs=10_000)
     await small.search_text(tenant_id=tenant, query="zorblat k7zz", k=3)
     assert (small.pruned_searches, small.prune_fallbacks) == (0, 0)
+
+
+async def test_a_search_over_its_work_budget_scores_rare_rows_and_the_newest_rows_exactly(
+    pg_pool: asyncpg.Pool, tenant: str
+) -> None:
+    """When even the pruned search would score more rows than ``max_scan_rows`` (every row holds a
+    common lexeme), it scores the rows of the rarer lexemes and the newest rows only: each score is still
+    the exact BM25 score, the rare rows come first, and the rest are the best of the newest rows."""
+    store = PostgresEpisodeStore(pg_pool)
+    texts = [f"zorblat entry k{i % 100}zz number {i}" + " zorblat" * (i % 3) for i in range(300)]
+    docs = [_ep(tenant, text, i) for i, text in enumerate(texts)]
+    await store.insert_episodes(docs)
+    full = PostgresBm25Search(pg_pool, prune_df=0)
+    budget = PostgresBm25Search(
+        pg_pool, prune_df=0.5, prune_min_docs=100, max_scan_rows=100, recent_window=40
+    )
+
+    exact = {e.id: s for e, s in await full.search_text(tenant_id=tenant, query="zorblat k7zz", k=300)}
+    got = await budget.search_text(tenant_id=tenant, query="zorblat k7zz", k=10)
+    assert budget.budget_fills == 1 and len(got) == 10
+    assert all(s == pytest.approx(exact[e.id], abs=1e-9) for e, s in got)  # true BM25 scores
+    assert {e.content.split()[2] for e, _ in got[:3]} == {"k7zz"}  # the rare rows first
+    newest = {d.id for d in docs[-40:]}
+    rest = [(e.id, s) for e, s in got[3:]]
+    assert all(i in newest for i, _ in rest)
+    best_newest = sorted((exact[i] for i in newest if i not in {e.id for e, _ in got[:3]}), reverse=True)
+    assert [round(s, 9) for _, s in rest] == [round(s, 9) for s in best_newest[:7]]
+    # Without a budget (0) the same search is exhaustive.
+    unbounded = PostgresBm25Search(pg_pool, prune_df=0.5, prune_min_docs=100, max_scan_rows=0)
+    want = await full.search_text(tenant_id=tenant, query="zorblat k7zz", k=10)
+    again = await unbounded.search_text(tenant_id=tenant, query="zorblat k7zz", k=10)
+    assert [e.id for e, _ in again] == [e.id for e, _ in want] and unbounded.budget_fills == 0
