@@ -112,7 +112,7 @@ class RetrievalSettings(BaseModel):
         description="Query terms in more than this fraction of rows are scored but not used to find "
         "candidates (exact: puts terms back when it cannot prove the result); 0 disables",
     )
-    bm25_prune_min_docs: int = Field(20_000, ge=0, description="Tenant size from which BM25 pruning applies")
+    bm25_prune_min_docs: int = Field(10_000, ge=0, description="Tenant size from which BM25 pruning applies")
     bm25_max_scan_rows: int = Field(
         10_000,
         ge=0,

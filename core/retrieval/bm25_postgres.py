@@ -162,7 +162,7 @@ class PostgresBm25Search:
         neighbour_weight: float = 0.5,
         timeout_s: float = 10.0,
         prune_df: float = 0.05,
-        prune_min_docs: int = 20_000,
+        prune_min_docs: int = 10_000,
         max_scan_rows: int = 10_000,
         recent_window: int = _RECENT_WINDOW,
     ) -> None:
