@@ -278,7 +278,11 @@ def render(results: dict[str, dict[str, Any]]) -> str:
         if special is not None:
             command = COMMANDS.get(name, COMMANDS.get(name.split("_")[0], name))
             if name.startswith("soak") and data.get("duration_s"):
-                command = f"hybridmem bench soak --duration {round(data['duration_s'])} --json"
+                every = data.get("consolidate_every_s") or 0  # runs without the key did not consolidate
+                command = (
+                    f"hybridmem bench soak --duration {round(data['duration_s'], -1):.0f} "
+                    f"--consolidate-every {every:g} --json"
+                )
             parts += [f"## {name}", "", f"`{command}`", "", *special(data), ""]
             continue
         parts += [f"## {name}", "", f"`{COMMANDS.get(name, 'hybridmem bench ' + name + ' --json')}`", ""]
