@@ -140,6 +140,12 @@ class SwapGate:
                 self._cond.notify_all()
 
 
+def log_build_failure(task: asyncio.Task[dict[str, float]]) -> None:
+    """Done-callback of a background build: log its failure (the live shard is unchanged)."""
+    if not task.cancelled() and task.exception() is not None:
+        logger.error("background edge index build failed", exc_info=task.exception())
+
+
 async def run_build(directory: Path) -> dict[str, float]:
     """Build the shard at ``directory`` in a child process; its stats, or StoreUnavailable if it failed.
 

@@ -29,6 +29,7 @@ from core.stores.edge_build import (
     SwapGate,
     build_dir,
     copy_for_build,
+    log_build_failure,
     recover_dirs,
     run_build,
     swap_in_build,
@@ -272,7 +273,7 @@ class EdgeVectorIndex:
     def _start_build(self, name: str) -> asyncio.Task[dict[str, float]]:
         self._pending[name] = 0
         task = asyncio.get_running_loop().create_task(self._build(name), name=f"edge-build-{name}")
-        task.add_done_callback(_log_failure)
+        task.add_done_callback(log_build_failure)
         self._builds[name] = task
         return task
 
@@ -414,9 +415,7 @@ class EdgeVectorIndex:
     async def live_version(self) -> str | None:
         self._check_open()
         live = self._meta["aliases"].get(self._settings.alias)
-        if live is None:
-            return None
-        return str(self._meta["collections"][live]["model_version"])
+        return None if live is None else str(self._meta["collections"][live]["model_version"])
 
     async def ping(self) -> None:
         self._check_open()
@@ -448,8 +447,3 @@ class EdgeVectorIndex:
             fcntl.flock(self._lock_file.fileno(), fcntl.LOCK_UN)
             self._lock_file.close()
             self._lock_file = None
-
-
-def _log_failure(task: asyncio.Task[dict[str, float]]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        logger.error("background edge index build failed", exc_info=task.exception())
