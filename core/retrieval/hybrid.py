@@ -251,18 +251,23 @@ class HybridRetriever:
         embedded = await self._embedder.embed([query])
         if embedded.version.key != live:
             raise EmbeddingError(f"query model {embedded.version.key} differs from the collection's {live}")
-        # Long records have chunk points besides their own: fetch more points, keep each record's best.
-        hits: list[VectorHit] = await self._vectors.search(
-            embedded.vectors[0], tenant_id=tenant_id, k=depth * _CHUNK_OVERFETCH, filters=filters
-        )
-        found: dict[str, Candidate] = {}
-        for hit in hits:
-            candidate = from_vector_hit(hit, rank=len(found))
-            if candidate.key not in found:
-                found[candidate.key] = candidate
-                if len(found) == depth:
-                    break
-        return list(found.values())
+        # Long records also have chunk points: keep each record's best point, and when that leaves fewer
+        # than ``depth`` records, ask once more for more points (only tenants with chunks pay for it).
+        k = depth
+        while True:
+            hits: list[VectorHit] = await self._vectors.search(
+                embedded.vectors[0], tenant_id=tenant_id, k=k, filters=filters
+            )
+            found: dict[str, Candidate] = {}
+            for hit in hits:
+                candidate = from_vector_hit(hit, rank=len(found))
+                if candidate.key not in found:
+                    found[candidate.key] = candidate
+                    if len(found) == depth:
+                        break
+            if len(found) == depth or len(hits) < k or k > depth:
+                return list(found.values())
+            k = depth * _CHUNK_OVERFETCH
 
     async def _live_collection_version(self) -> str | None:
         now = time.monotonic()

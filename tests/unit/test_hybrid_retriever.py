@@ -263,3 +263,16 @@ async def test_chunk_points_stand_for_their_episode_once_at_its_best_score() -> 
     assert hits[0].scores["semantic"] == pytest.approx(1.0)  # the best chunk's score
     assert hits[0].metadata["record_type"] == "episode"
     assert hits[0].source_ids == [str(long.id)]
+
+
+async def test_chunk_points_crowding_the_first_page_trigger_one_deeper_fetch() -> None:
+    retriever, store, _, index, _ = await _setup(settings=RetrievalSettings(candidate_k=2))
+    index.points.clear()  # only the long episodes below
+    longs = [
+        _episode(f"Report {i}. A painting. Another painting. More painting. End.", 30 + i) for i in range(3)
+    ]
+    await store.insert_episodes(longs)
+    for i, ep in enumerate(longs):  # each episode: two chunk points, better for earlier episodes
+        await index.upsert(episode_chunk_points(ep, [[0.0, 0.0, 1.0 - i / 10, 0.1]] * 2, VERSION))
+    found = await retriever.search(tenant_id="t1", query="painting", k=2, mode="vector")
+    assert [s.content for s in found.snippets] == [longs[0].content, longs[1].content]
