@@ -124,6 +124,22 @@ def episode_chunk_points(
     ]
 
 
+def chunk_points_of(
+    episodes: Sequence[Episode],
+    chunks: Sequence[Sequence[str]],
+    vectors: Sequence[Sequence[float]],
+    version: ModelVersion,
+) -> list[VectorPoint]:
+    """Chunk points of ``episodes``: ``chunks[i]`` are episode i's chunk texts, ``vectors`` their vectors
+    in the same order, all episodes one after another."""
+    out: list[VectorPoint] = []
+    at = 0
+    for episode, texts in zip(episodes, chunks, strict=True):
+        out += episode_chunk_points(episode, vectors[at : at + len(texts)], version)
+        at += len(texts)
+    return out
+
+
 def episode_point_ids(
     tenant_id: str, episode_id: str, content: str, version: ModelVersion
 ) -> list[uuid.UUID]:

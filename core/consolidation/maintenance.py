@@ -24,7 +24,7 @@ from core.consolidation.partition import summary_point
 from core.consolidation.queries import _EPISODE_COLS
 from core.embedding.types import TextEmbedder
 from core.models import ModelVersion, VectorPoint
-from core.points import episode_chunk_points, episode_chunks, episode_point, episode_point_ids
+from core.points import chunk_points_of, episode_chunks, episode_point, episode_point_ids
 from core.ports import EpisodicStore, VectorIndex
 from core.stores.postgres_episodic import _episode, _memory
 from core.stores.redis_working import RedisWorkingStore, encode_component
@@ -206,10 +206,7 @@ async def reembed_partition(
             embedded = await embedder.embed([e.content for e in canon] + [c for cs in chunks for c in cs])
             vecs = embedded.vectors
             points = [episode_point(e, v, version) for e, v in zip(canon, vecs, strict=False)]
-            at = len(canon)
-            for e, cs in zip(canon, chunks, strict=True):
-                points += episode_chunk_points(e, vecs[at : at + len(cs)], version)
-                at += len(cs)
+            points += chunk_points_of(canon, chunks, vecs[len(canon) :], version)
             await vectors.upsert(points, collection=collection)
         result.episodes += len(canon)
         cursor = (eps[-1].created_at, eps[-1].id)

@@ -38,7 +38,7 @@ from core.embedding.types import TextEmbedder
 from core.ids import deterministic_id
 from core.models import Episode, MemoryRecord, ModelVersion, VectorPoint
 from core.points import (
-    episode_chunk_points,
+    chunk_points_of,
     episode_chunks,
     episode_point,
     episode_point_ids,
@@ -218,9 +218,7 @@ class _PartitionRun:
             points = [episode_point(ep, v, self.version) for ep, v in zip(canon, vecs, strict=False)]
             svecs = vecs[len(canon) : at]
             points += [summary_point(m, v, self.version) for m, v in zip(summaries, svecs, strict=True)]
-            for ep, cs in zip(canon, chunks, strict=True):
-                points += episode_chunk_points(ep, vecs[at : at + len(cs)], self.version)
-                at += len(cs)
+            points += chunk_points_of(canon, chunks, vecs[at:], self.version)
         if dups:
             # A duplicate may own points from an earlier, interrupted pass where it was the first copy.
             stale = [
