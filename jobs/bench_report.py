@@ -216,8 +216,15 @@ def _soak(data: dict[str, Any]) -> list[str]:
     mem = data.get("memory_mb", {})
     before, after = mem.get("before", {}), mem.get("after", {})
     slopes = mem.get("slope_second_half_by_role", {})
+    samples = mem.get("samples_by_role", {})
     mem_rows = [
-        (proc, _fmt(before.get(proc)), _fmt(after.get(proc)), _fmt(slopes.get(proc, "n/a")))
+        (
+            proc,
+            _fmt(before.get(proc)),
+            _fmt(after.get(proc)),
+            _fmt(slopes.get(proc, "n/a")),
+            _fmt(_tail_slope(samples.get(proc, []), 600.0)),
+        )
         for proc in before
     ]
     return [
@@ -231,8 +238,21 @@ def _soak(data: dict[str, Any]) -> list[str]:
         f"({mem.get('growth_pct')} %), slope {mem.get('slope_mb_per_min')} MB/min "
         f"(second half: {mem.get('slope_second_half_mb_per_min', 'n/a')} MB/min).",
         "",
-        table(mem_rows, ("process", "before", "after", "MB/min, second half")),
+        table(mem_rows, ("process", "before", "after", "MB/min, second half", "MB/min, last 10 min")),
     ]
+
+
+def _tail_slope(samples: list[list[float]], window_s: float) -> float | str:
+    """Least-squares RSS slope (MB/min) over the last ``window_s`` of a run at least twice that long."""
+    if not samples or samples[-1][0] < 2 * window_s:
+        return "n/a"
+    tail = [(t, mb) for t, mb in samples if t >= samples[-1][0] - window_s]
+    n = len(tail)
+    mt, mm = sum(t for t, _ in tail) / n, sum(mb for _, mb in tail) / n
+    var = sum((t - mt) ** 2 for t, _ in tail)
+    if n < 3 or var == 0:
+        return "n/a"
+    return round(sum((t - mt) * (mb - mm) for t, mb in tail) / var * 60, 2)
 
 
 def _faults(data: dict[str, Any]) -> list[str]:
@@ -279,8 +299,9 @@ def render(results: dict[str, dict[str, Any]]) -> str:
             command = COMMANDS.get(name, COMMANDS.get(name.split("_")[0], name))
             if name.startswith("soak") and data.get("duration_s"):
                 every = data.get("consolidate_every_s") or 0  # runs without the key did not consolidate
+                rate = f"--rate {data['rate_target']:g} " if data.get("rate_target") else ""
                 command = (
-                    f"hybridmem bench soak --duration {round(data['duration_s'], -1):.0f} "
+                    f"hybridmem bench soak --duration {round(data['duration_s'], -1):.0f} {rate}"
                     f"--consolidate-every {every:g} --json"
                 )
             parts += [f"## {name}", "", f"`{command}`", "", *special(data), ""]

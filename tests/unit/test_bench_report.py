@@ -26,3 +26,18 @@ def test_side_by_side_cites_every_source_it_uses() -> None:
         assert f"[{key}]" in text
     used = {part.split("]")[0] for row in bench_report.SIDE_BY_SIDE for part in row[2].split("[")[1:]}
     assert used <= set(bench_report.SOURCES)
+
+
+def test_soak_report_shows_the_rate_and_the_last_ten_minutes_slope() -> None:
+    samples = [[float(t), 100.0 + (t / 60 if t < 1800 else 30.0)] for t in range(0, 3601, 60)]
+    soak = {
+        "name": "soak", "duration_s": 3603.9, "rate_target": 10.0, "rate_achieved": 9.9,
+        "consolidate_every_s": 60.0, "requests": 10, "errors": 0, "latency": {},
+        "memory_mb": {"before": {"Ingress": 100.0}, "after": {"Ingress": 130.0},
+                      "slope_second_half_by_role": {"Ingress": 0.0}, "samples_by_role": {"Ingress": samples}},
+    }  # fmt: skip
+    text = bench_report.render({"soak_60min": soak})
+    assert "hybridmem bench soak --duration 3600 --rate 10 --consolidate-every 60 --json" in text
+    assert "| Ingress | 100 | 130 | 0 | 0 |" in text.replace(".0 ", " ")
+    assert bench_report._tail_slope([[0.0, 1.0], [60.0, 2.0]], 600.0) == "n/a"  # too short a run
+    assert bench_report._tail_slope([[float(t), t / 60] for t in range(0, 1300, 60)], 600.0) == 1.0
