@@ -48,6 +48,9 @@ def local_app(
 
     ``deployment_options`` maps a deployment name to ``.options(...)`` overrides (e.g. autoscaling).
     """
+    from deployments.serve_env import apply_serve_env_defaults
+
+    apply_serve_env_defaults()  # before Ray or Serve is imported: handles take their transport then
     import ray
     from ray import serve
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -10,6 +11,7 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from core import metrics  # module reference: Serve pickles deployment classes by value
+from core.models import ScoredSnippet
 from core.resources import open_resources
 from core.retrieval.bm25_postgres import PostgresBm25Search
 from core.retrieval.hybrid import HybridRetriever
@@ -19,6 +21,11 @@ from deployments.context import vector_index_for
 from deployments.embedder import HandleEmbedder
 from deployments.metrics_backend import init_observability
 from deployments.remote import call
+
+
+def _plain(snippets: Sequence[ScoredSnippet]) -> list[dict[str, Any]]:
+    """Snippets as plain dicts for the trip to the Ingress: pickling pydantic models is far slower."""
+    return [s.model_dump() for s in snippets]
 
 
 def _filters(body: dict[str, Any]) -> dict[str, Any]:
@@ -80,7 +87,7 @@ class Retriever:
             )
         metrics.observe_retrieval("search", result.snippets)
         return {
-            "hits": result.snippets,
+            "hits": _plain(result.snippets),
             "degraded": result.degraded,
             "top_score": result.top_score,
             "score_spread": result.score_spread,
@@ -102,7 +109,7 @@ class Retriever:
         )
         return {
             "context": result.context,
-            "snippets": result.snippets,
+            "snippets": _plain(result.snippets),
             "tokens_used": result.tokens_used,
             "token_budget": result.token_budget,
             "degraded": result.degraded,

@@ -24,6 +24,7 @@ from core import migrate
 from core.auth import new_api_key
 from core.embedded import EmbeddedServers
 from core.settings import ALL_SCOPES, ApiKeySpec, load_settings
+from deployments.serve_env import apply_serve_env_defaults
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +87,9 @@ def run(config: Path, host: str, port: int) -> int:
         serve_bin = shutil.which("serve", path=str(Path(sys.executable).parent)) or "serve"
         cfg = _derived_config(config, host, port, data_dir)
         print(f"serving {config} on http://{host}:{port} (Ctrl-C to stop)")
-        proc = subprocess.Popen([serve_bin, "run", str(cfg)], env=os.environ.copy())
+        env = os.environ.copy()
+        apply_serve_env_defaults(env)
+        proc = subprocess.Popen([serve_bin, "run", str(cfg)], env=env)
         try:
             return proc.wait()
         except KeyboardInterrupt:

@@ -180,6 +180,9 @@ def plain_server(threads: int) -> Iterator[str]:
 @contextlib.contextmanager
 def serve_embedder(threads: int, user_config: dict[str, Any], encode_batch_size: int = 64) -> Iterator[str]:
     """The Embedder deployment alone on a fresh local Ray; yields its HTTP URL."""
+    from deployments.serve_env import apply_serve_env_defaults
+
+    apply_serve_env_defaults()  # the app's own Serve tuning, as `hybridmem run` uses it
     import ray
     from ray import serve
 

@@ -28,6 +28,11 @@ import asyncpg
 import pytest
 import redis.asyncio as aioredis
 
+from deployments.serve_env import apply_serve_env_defaults
+
+# Before any test module imports Ray Serve: the suite runs Serve as the app deploys it.
+apply_serve_env_defaults()
+
 LOCAL_REDIS_URL = "redis://127.0.0.1:6379"
 LOCAL_POSTGRES_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 PROBE_TIMEOUT_S = 0.5

@@ -10,18 +10,31 @@ import math
 import re
 import zlib
 from collections.abc import Callable, Sequence
+from functools import lru_cache
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 
 Similarity = Callable[[int, int], float]
 
 
+SHINGLE_CACHE_SIZE = 4_096  # texts; a query's candidates recur across queries on the same memories
+
+
 def shingles(text: str, n: int = 2) -> frozenset[str]:
-    """Lower-cased word n-grams (single words for texts shorter than ``n``)."""
+    """Lower-cased word n-grams (single words for texts shorter than ``n``); cached per text."""
+    return _indexed_shingles(text, n)[0]
+
+
+@lru_cache(maxsize=SHINGLE_CACHE_SIZE)
+def _indexed_shingles(text: str, n: int) -> tuple[frozenset[str], tuple[str, ...]]:
+    """The shingle set and the same shingles in a stable order (prefix filtering needs both)."""
     words = _WORD.findall(text.lower())
     if len(words) < n:
-        return frozenset(words)
-    return frozenset(" ".join(words[i : i + n]) for i in range(len(words) - n + 1))
+        grams = frozenset(words)
+    else:
+        grams = frozenset(" ".join(words[i : i + n]) for i in range(len(words) - n + 1))
+    # A stable order (not Python's salted hash) so results never vary between processes.
+    return grams, tuple(sorted(grams, key=lambda g: (zlib.crc32(g.encode()), g)))
 
 
 def jaccard(a: frozenset[str], b: frozenset[str]) -> float:
@@ -100,14 +113,12 @@ def drop_near_duplicate_texts(
     for i, text in enumerate(texts):
         if limit is not None and len(kept) >= limit:
             break
-        shingled = shingles(text, n)
+        shingled, ordered = _indexed_shingles(text, n)
         if not shingled:  # Jaccard(empty, empty) = 1: one empty text survives
             if not empty_kept:
                 kept.append(i)
                 empty_kept = True
             continue
-        # A stable order (not Python's salted hash) so results never vary between processes.
-        ordered = sorted(shingled, key=lambda g: (zlib.crc32(g.encode()), g))
         prefix = ordered[: len(ordered) - math.ceil(threshold * len(ordered)) + 1]
         seen: set[int] = set()
         duplicate = False

@@ -11,7 +11,7 @@ import logging
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from tokenizers import Tokenizer
 
@@ -51,13 +51,24 @@ def resolve_tokenizer_path(configured: str | None) -> Path:
     return path
 
 
-class HFTokenCounter:
-    """TokenCounter over a Hugging Face fast tokenizer, without truncation or padding limits."""
+COUNT_CACHE_SIZE = 16_384
 
-    def __init__(self, tokenizer: Tokenizer) -> None:
+
+class HFTokenCounter:
+    """TokenCounter over a Hugging Face fast tokenizer, without truncation or padding limits.
+
+    Counts are cached per text (LRU, ``cache_size`` entries): context packing counts the same rendered
+    memories again and again, and tokenizing them was the Retriever's largest cost per request.
+    """
+
+    def __init__(self, tokenizer: Tokenizer, *, cache_size: int = COUNT_CACHE_SIZE) -> None:
         tokenizer.no_truncation()
         tokenizer.no_padding()
         self._tok = tokenizer
+        self._cached_count = lru_cache(maxsize=cache_size)(self._count)
+
+    def _count(self, text: str) -> int:
+        return len(self._tok.encode(text, add_special_tokens=False).ids)
 
     @classmethod
     def from_file(cls, path: str | Path) -> HFTokenCounter:
@@ -66,13 +77,16 @@ class HFTokenCounter:
     def count(self, text: str) -> int:
         if not text:
             return 0
-        return len(self._tok.encode(text, add_special_tokens=False).ids)
+        return self._cached_count(text)
 
     def count_many(self, texts: Sequence[str]) -> list[int]:
-        if not texts:
-            return []
-        encodings = self._tok.encode_batch(list(texts), add_special_tokens=False)
-        return [len(e.ids) for e in encodings]
+        # One by one on purpose: after the cache, few texts are left, and encode_batch hands them to
+        # a thread pool whose start-up costs more than tokenizing them here.
+        return [self.count(t) for t in texts]
+
+    def cache_info(self) -> Any:
+        """Hits, misses and size of the count cache (functools' CacheInfo)."""
+        return self._cached_count.cache_info()
 
     def truncate(self, text: str, max_tokens: int) -> str:
         if max_tokens <= 0 or not text:

@@ -5,7 +5,7 @@ Bad input (empty list, empty or non-string item, too many texts, text too long) 
 """
 
 import base64
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar, Literal, cast
 
 import numpy as np
@@ -120,7 +120,7 @@ def _openai_body(result: EmbedResult, encoding_format: str) -> dict[str, Any]:
 
 
 def build_embeddings_router(
-    get_embedder: Callable[..., TextEmbedder],
+    get_embedder: Callable[..., TextEmbedder | Awaitable[TextEmbedder]],
     read_scope_dependency: Any = None,
     *,
     max_texts: int = DEFAULT_MAX_TEXTS,

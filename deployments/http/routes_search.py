@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from core.models import ScoredSnippet, Tier
@@ -69,12 +69,21 @@ class ContextResponse(BaseModel):
 
 
 @router.post("/search", response_model=SearchResponse, summary="Hybrid search over all three tiers")
-async def search(body: SearchRequest, ctx: Ctx, who: Reader) -> SearchResponse:
+async def search(body: SearchRequest, ctx: Ctx, who: Reader) -> Response:
     result = await ctx.retriever.search(who.tenant_id, body.model_dump(mode="json"))
-    return SearchResponse.model_validate(result)
+    return _json(SearchResponse.model_validate(result))
 
 
 @router.post("/context", response_model=ContextResponse, summary="Best context that fits a token budget")
-async def context(body: ContextRequest, ctx: Ctx, who: Reader) -> ContextResponse:
+async def context(body: ContextRequest, ctx: Ctx, who: Reader) -> Response:
     result = await ctx.retriever.context(who.tenant_id, body.model_dump(mode="json"))
-    return ContextResponse.model_validate(result)
+    return _json(ContextResponse.model_validate(result))
+
+
+def _json(model: BaseModel) -> Response:
+    """The validated model serialised once, by pydantic's Rust core.
+
+    Returning a Response skips FastAPI's second validation and its JSON encoding of the model; the
+    routes keep ``response_model`` for the OpenAPI schema.
+    """
+    return Response(model.model_dump_json(), media_type="application/json")

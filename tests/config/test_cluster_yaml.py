@@ -145,6 +145,14 @@ def test_token_auth_on_every_node(cluster: dict[str, Any]) -> None:
     assert cluster["file_mounts"]["~/.ray/auth_token"] == "~/.ray/auth_token"
 
 
+def test_every_node_gets_the_apps_serve_tuning(cluster: dict[str, Any]) -> None:
+    from deployments.serve_env import SERVE_ENV_DEFAULTS
+
+    commands = "\n".join(cluster["setup_commands"])
+    for name, value in SERVE_ENV_DEFAULTS.items():
+        assert f"{name}={value}" in commands, name
+
+
 def test_head_migrates_then_deploys_the_serve_app(cluster: dict[str, Any]) -> None:
     """`ray up` ends with the app (and with it the consolidation schedule) deployed."""
     head_start = cluster["head_start_ray_commands"]

@@ -264,6 +264,14 @@ def test_ray_is_wired_on_6380_with_token_auth(compose: dict[str, Any]) -> None:
     assert "/readyz" in json.dumps(head["healthcheck"]["test"])
 
 
+def test_ray_processes_get_the_apps_serve_tuning(compose: dict[str, Any]) -> None:
+    from deployments.serve_env import SERVE_ENV_DEFAULTS
+
+    for name in ("ray-head", "ray-worker"):
+        env = compose["services"][name]["environment"]
+        assert {k: env.get(k) for k in SERVE_ENV_DEFAULTS} == SERVE_ENV_DEFAULTS, name
+
+
 # --- the Dockerfile ------------------------------------------------------------------------------------
 
 

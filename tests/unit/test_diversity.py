@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import zlib
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -94,3 +96,17 @@ def test_prefix_filtered_dedupe_equals_the_pairwise_one(
         texts.append(" ".join([*words, word] if edit else words))
     want = drop_near_duplicates(len(texts), text_similarity(texts), threshold=threshold, limit=limit)
     assert drop_near_duplicate_texts(texts, threshold=threshold, limit=limit) == want
+
+
+def test_shingles_are_cached_per_text_and_keep_a_stable_order() -> None:
+    from core.retrieval import diversity
+
+    text = "The user booked the hotel near the station for the conference"
+    first = diversity._indexed_shingles(text, 2)
+    hits = diversity._indexed_shingles.cache_info().hits
+    assert diversity._indexed_shingles(text, 2) is first
+    assert diversity._indexed_shingles.cache_info().hits == hits + 1
+    grams, ordered = first
+    assert grams == shingles(text) and set(ordered) == grams and len(ordered) == len(grams)
+    assert list(ordered) == sorted(grams, key=lambda g: (zlib.crc32(g.encode()), g))
+    assert diversity._indexed_shingles.cache_info().maxsize == diversity.SHINGLE_CACHE_SIZE

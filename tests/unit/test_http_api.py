@@ -138,6 +138,15 @@ async def test_request_id_is_echoed(client: httpx.AsyncClient) -> None:
     assert r.headers["X-Request-ID"] == "abc-123"
     r = await client.get("/healthz")
     assert len(r.headers["X-Request-ID"]) == 32
+    assert float(r.headers["X-Response-Time-ms"]) >= 0
+    r = await client.get("/healthz", headers={"X-Request-ID": "bad\tid"})
+    assert r.headers["X-Request-ID"] != "bad\tid" and len(r.headers["X-Request-ID"]) == 32
+    big = json.dumps({**EP, "metadata": {"x": "y" * 5000}})
+    headers = {**h("rw"), "content-type": "application/json", "X-Request-ID": "r-413"}
+    r = await client.post("/v1/episodes", content=big, headers=headers)
+    assert r.status_code == 413 and r.headers["X-Request-ID"] == "r-413"
+    r = await client.get("/v1/episodes/not-a-uuid", headers={**h("rw"), "X-Request-ID": "r-4xx"})
+    assert r.status_code in (404, 422) and r.headers["X-Request-ID"] == "r-4xx"
 
 
 async def test_scratchpad_and_memory_crud(client: httpx.AsyncClient) -> None:

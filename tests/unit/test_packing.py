@@ -89,3 +89,19 @@ def test_tokenizer_counts_without_special_tokens() -> None:
     assert COUNTER.count("hello world") == 2
     assert COUNTER.count_many(["hello", "hello world"]) == [1, 2]
     assert COUNTER.truncate("hello brave new world", 2) == "hello brave"
+
+
+def test_counts_are_cached_and_the_cache_is_bounded() -> None:
+    from tokenizers import Tokenizer
+
+    from core.retrieval.tokens import default_tokenizer_path
+
+    counter = HFTokenCounter(Tokenizer.from_file(str(default_tokenizer_path())), cache_size=2)
+    texts = ["the user booked a flight", "the hotel refund arrived", "a third memory"]
+    first = counter.count_many(texts)
+    assert first == [len(counter._tok.encode(t, add_special_tokens=False).ids) for t in texts]
+    assert counter.count_many(texts[1:]) == first[1:]
+    info = counter.cache_info()
+    assert (info.hits, info.misses, info.currsize) == (2, 3, 2)
+    assert counter.count(texts[0]) == first[0]  # evicted, counted again, same answer
+    assert counter.cache_info().misses == 4
