@@ -75,8 +75,12 @@ class RequestIdMiddleware:
         try:
             with request_scope(rid):
                 await self._app(scope, receive, send_with_headers)
-        finally:
+        except Exception:
+            # Unhandled: Starlette's outer error middleware answers 500. A cancelled request (the
+            # client went away) is not an error of ours and is not counted.
             observe_http(scope, scope["method"], status, time.perf_counter() - start)
+            raise
+        observe_http(scope, scope["method"], status, time.perf_counter() - start)
 
 
 def create_api(

@@ -196,3 +196,35 @@ async def test_scratchpad_keys_may_contain_slashes(client: httpx.AsyncClient) ->
     assert r.status_code == 200
     assert r.json()["key"] == "plan/step"
     assert (await client.get("/v1/agents/a1/scratchpad/plan/step", headers=h("rw"))).json()["value"] == 3
+
+
+async def test_unhandled_errors_are_counted_as_500_with_their_route() -> None:
+    from fastapi import APIRouter
+
+    from core.metrics import render_latest
+
+    boom = APIRouter()
+
+    @boom.get("/v1/boom-for-test")
+    async def fail() -> None:
+        raise RuntimeError("boom")
+
+    @contextlib.asynccontextmanager
+    async def no_ctx() -> AsyncIterator[ApiContext]:
+        raise AssertionError("not opened: ASGITransport runs no lifespan")
+        yield  # pragma: no cover
+
+    def count() -> float:
+        wanted = ("hybridmem_http_requests_total{", 'route="/v1/boom-for-test"', 'status="500"')
+        for line in render_latest().decode().splitlines():
+            if line.startswith(wanted[0]) and all(part in line for part in wanted[1:]):
+                return float(line.rsplit(" ", 1)[1])
+        return 0.0
+
+    app = create_api(no_ctx, extra_routers=(boom,))
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    before = count()
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+        r = await c.get("/v1/boom-for-test")
+    assert r.status_code == 500
+    assert count() == before + 1
