@@ -10,6 +10,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from jobs.bench_soak import slope_per_min
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 DOC = ROOT / "docs" / "benchmarks.md"
@@ -243,16 +245,11 @@ def _soak(data: dict[str, Any]) -> list[str]:
 
 
 def _tail_slope(samples: list[list[float]], window_s: float) -> float | str:
-    """Least-squares RSS slope (MB/min) over the last ``window_s`` of a run at least twice that long."""
+    """RSS slope (MB/min) over the last ``window_s`` of a run at least twice that long."""
     if not samples or samples[-1][0] < 2 * window_s:
         return "n/a"
-    tail = [(t, mb) for t, mb in samples if t >= samples[-1][0] - window_s]
-    n = len(tail)
-    mt, mm = sum(t for t, _ in tail) / n, sum(mb for _, mb in tail) / n
-    var = sum((t - mt) ** 2 for t, _ in tail)
-    if n < 3 or var == 0:
-        return "n/a"
-    return round(sum((t - mt) * (mb - mm) for t, mb in tail) / var * 60, 2)
+    slope = slope_per_min([s for s in samples if s[0] >= samples[-1][0] - window_s])
+    return "n/a" if slope is None else slope
 
 
 def _faults(data: dict[str, Any]) -> list[str]:

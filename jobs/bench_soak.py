@@ -19,6 +19,7 @@ import random
 import statistics
 import time
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -95,7 +96,8 @@ def app_memory(root_pid: int | None) -> dict[str, float]:
     return out
 
 
-def _slope_per_min(samples: list[tuple[float, float]]) -> float | None:
+def slope_per_min(samples: Sequence[Sequence[float]]) -> float | None:
+    """Least-squares slope (MB/min) of ``(seconds, MB)`` samples; None for fewer than 3 or no spread."""
     if len(samples) < 3:
         return None
     xs, ys = [t / 60 for t, _ in samples], [m for _, m in samples]
@@ -240,13 +242,13 @@ async def _drive(
             "after": after,
             "growth": growth,
             "growth_pct": round(100 * growth["total"] / before["total"], 1) if before["total"] else None,
-            "slope_mb_per_min": _slope_per_min(samples),
+            "slope_mb_per_min": slope_per_min(samples),
             # a warming cache flattens out, a leak does not: compare the halves
-            "slope_second_half_mb_per_min": _slope_per_min([s for s in samples if s[0] >= elapsed / 2]),
+            "slope_second_half_mb_per_min": slope_per_min([s for s in samples if s[0] >= elapsed / 2]),
             "samples": samples,
             # which process keeps growing, if any: each role's slope over the second half
             "slope_second_half_by_role": {
-                role: _slope_per_min([x for x in series if x[0] >= elapsed / 2])
+                role: slope_per_min([x for x in series if x[0] >= elapsed / 2])
                 for role, series in sorted(by_role.items())
                 if role != "total"
             },
