@@ -13,6 +13,13 @@ its own, from 30000 up, and nothing on the configured HTTP port without HAProxy 
 on the caller's event loop (a handle then works only inside a running loop, and only that one: the
 consolidation job's Ray tasks and synchronous callers need the router's own loop); and the replica's
 4 MiB gRPC receive limit, which an upsert of a large consolidation batch exceeds.
+
+One setting is not Serve's: ``MALLOC_ARENA_MAX=2`` caps glibc's malloc arenas in every Ray process.
+Ray's worker processes run dozens of threads, and glibc gives concurrent threads arenas of their own
+(up to 8 per core) whose freed pages it rarely hands back, so resident memory ratchets up under load
+with no live object behind it. On the 2-core machine, 10 minutes of queries against fixed data
+(26k requests, 8 clients): the Retriever grew 31 MB (still 1.7 MB/min at the end) with glibc's default
+and 16 MB (0.6 MB/min, levelling off) with two arenas; the whole app held 1,606 MB instead of 1,844.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ SERVE_ENV_DEFAULTS: dict[str, str] = {
     "RAY_SERVE_ENABLE_DIRECT_INGRESS": "0",
     "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "1",
     "RAY_SERVE_REPLICA_GRPC_MAX_MESSAGE_LENGTH": str(512 * 1024 * 1024),
+    "MALLOC_ARENA_MAX": "2",
 }
 
 

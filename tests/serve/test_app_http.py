@@ -213,3 +213,32 @@ def test_cli_ingest_file_is_batched_and_idempotent(app_server: AppServer, tmp_pa
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"agent_id": "cli", "session_id": "x", "content": ""}\n')
     assert main(["ingest", str(bad), "--url", app_server.base_url, "--key", app_server.keys["a_rw"]]) == 1
+
+
+def test_every_replica_runs_with_the_process_tuning(app_server: AppServer) -> None:
+    """The tuning set before Ray started (deployments/serve_env.py) is in each replica's environment:
+    Serve's throughput mode and the malloc arena cap only work if the replica processes inherit them."""
+    import os
+
+    from deployments.serve_env import SERVE_ENV_DEFAULTS
+    from jobs.bench_soak import _proc_table, _role
+
+    if not Path("/proc/self/environ").exists():
+        pytest.skip("reads the replicas' environment from /proc (Linux)")
+    table = _proc_table()
+    children: dict[int, list[int]] = {}
+    for pid, ppid, _, _ in table:
+        children.setdefault(ppid, []).append(pid)
+    mine, stack = set(), [os.getpid()]
+    while stack:
+        for child in children.get(stack.pop(), []):
+            mine.add(child)
+            stack.append(child)
+    replicas = {pid: _role(title) for pid, _, title, _ in table if pid in mine and _role(title)}
+    roles = {role for role in replicas.values() if role and role.startswith("ServeReplica:")}
+    assert {"ServeReplica:hybridmem:Retriever", "ServeReplica:hybridmem:Embedder"} <= roles, replicas
+    for pid, role in replicas.items():
+        raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        env = dict(item.decode(errors="replace").split("=", 1) for item in raw if b"=" in item)
+        for name, value in SERVE_ENV_DEFAULTS.items():
+            assert env.get(name) == os.environ.get(name, value), (role, name)
