@@ -148,7 +148,7 @@ def _finalise(
             lines = {rank: line for rank, _, line in chosen}
             ordered = [(rank, s, lines[rank]) for rank, s in keyed]
         text = SEPARATOR.join(line for _, _, line in ordered)
-        tokens = counter.count(text)
+        tokens = counter.count_once(text)
         if tokens <= token_budget:
             return PackedContext(snippets=[s for _, s, _ in ordered], text=text, tokens_used=tokens)
         worst = max(range(len(chosen)), key=lambda i: chosen[i][0])

@@ -27,6 +27,10 @@ class TokenCounter(Protocol):
 
     def count_many(self, texts: Sequence[str]) -> list[int]: ...
 
+    def count_once(self, text: str) -> int:
+        """``count`` for a text not expected again (a rendered context): kept out of any cache."""
+        ...
+
     def truncate(self, text: str, max_tokens: int) -> str:
         """The longest prefix of ``text`` (at a token boundary) that counts at most ``max_tokens``."""
         ...
@@ -58,7 +62,10 @@ class HFTokenCounter:
     """TokenCounter over a Hugging Face fast tokenizer, without truncation or padding limits.
 
     Counts are cached per text (LRU, ``cache_size`` entries): context packing counts the same rendered
-    memories again and again, and tokenizing them was the Retriever's largest cost per request.
+    memories again and again, and tokenizing them was the Retriever's largest cost per request. Texts
+    made for one request (the rendered context, truncated prefixes) go through ``count_once``: cached,
+    each would hold a slot for nothing, and 16k contexts of a few KB each are tens of MB of RSS that
+    grows for hours before the LRU bound is reached.
     """
 
     def __init__(self, tokenizer: Tokenizer, *, cache_size: int = COUNT_CACHE_SIZE) -> None:
@@ -78,6 +85,9 @@ class HFTokenCounter:
         if not text:
             return 0
         return self._cached_count(text)
+
+    def count_once(self, text: str) -> int:
+        return self._count(text) if text else 0
 
     def count_many(self, texts: Sequence[str]) -> list[int]:
         # One by one on purpose: after the cache, few texts are left, and encode_batch hands them to
@@ -100,7 +110,7 @@ class HFTokenCounter:
         while keep > 0:
             end = enc.offsets[keep - 1][1]
             prefix = text[:end].rstrip()
-            if self.count(prefix) <= max_tokens:
+            if self.count_once(prefix) <= max_tokens:
                 return prefix
             keep -= 1
         return ""

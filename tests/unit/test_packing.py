@@ -105,3 +105,23 @@ def test_counts_are_cached_and_the_cache_is_bounded() -> None:
     assert (info.hits, info.misses, info.currsize) == (2, 3, 2)
     assert counter.count(texts[0]) == first[0]  # evicted, counted again, same answer
     assert counter.cache_info().misses == 4
+
+
+def test_one_off_texts_stay_out_of_the_count_cache() -> None:
+    """The rendered context and truncated prefixes are unique per request: caching them would fill the
+    LRU with texts never asked for again (the Retriever's RSS grew with every /v1/context)."""
+    from tokenizers import Tokenizer
+
+    from core.retrieval.tokens import default_tokenizer_path
+
+    counter = HFTokenCounter(Tokenizer.from_file(str(default_tokenizer_path())), cache_size=64)
+    assert counter.count_once("hello brave new world") == 4
+    assert counter.count_once("") == 0
+    assert counter.truncate("hello brave new world, a longer text to cut", 3) == "hello brave new"
+    snippets = [_snippet(i, 6) for i in range(5)]
+    packed = pack_context(snippets, token_budget=400, counter=counter)
+    assert len(packed.snippets) == 5 and packed.tokens_used == counter.count_once(packed.text)
+    cached = counter.cache_info().currsize
+    again = pack_context(snippets[::-1], token_budget=400, counter=counter)
+    assert again.text != packed.text  # another context from the same lines: nothing new to cache
+    assert counter.cache_info().currsize == cached
