@@ -162,6 +162,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 _BENCH_OPTIONS = {
     "consolidate_every",
+    "mix",
     "memories",
     "clients",
     "seconds",
@@ -294,6 +295,12 @@ def build_parser() -> argparse.ArgumentParser:
         dest="consolidate_every",
         type=float,
         help="soak: seconds between scheduled consolidation runs, as the app does by default (0: off)",
+    )
+    bench.add_argument(
+        "--mix",
+        choices=["default", "reads"],
+        help="soak: operations sent (default: writes, batches, searches, contexts; reads: searches and "
+        "contexts over the preloaded memories only)",
     )
     bench.set_defaults(func=_cmd_bench)
     return parser

@@ -297,8 +297,10 @@ def render(results: dict[str, dict[str, Any]]) -> str:
             if name.startswith("soak") and data.get("duration_s"):
                 every = data.get("consolidate_every_s") or 0  # runs without the key did not consolidate
                 rate = f"--rate {data['rate_target']:g} " if data.get("rate_target") else ""
+                mix = data.get("mix_name", "default")
+                reads = f"--mix {mix} --memories {data.get('memories')} " if mix != "default" else ""
                 command = (
-                    f"hybridmem bench soak --duration {round(data['duration_s'], -1):.0f} {rate}"
+                    f"hybridmem bench soak {reads}--duration {round(data['duration_s'], -1):.0f} {rate}"
                     f"--consolidate-every {every:g} --json"
                 )
             parts += [f"## {name}", "", f"`{command}`", "", *special(data), ""]

@@ -29,6 +29,9 @@ from jobs.bench_retrieve import load_memories
 
 TOPICS = ("flight", "hotel", "invoice", "birthday", "allergy", "meeting", "deadline", "refund", "budget")
 MIX = (("write", 0.35), ("write_batch", 0.10), ("search", 0.30), ("context", 0.25))
+Mix = Sequence[tuple[str, float]]
+# "reads": the data stays fixed, so a process that keeps growing grows per request, not with the data.
+MIXES: dict[str, Mix] = {"default": MIX, "reads": (("search", 0.5), ("context", 0.5))}
 BATCH = 8
 SERVE_TITLES = ("ray::ServeReplica:", "ray::ProxyActor", "ray::ServeController")
 
@@ -123,8 +126,9 @@ def _percentiles(lat: list[float]) -> dict[str, float | int]:
 
 
 class _Soak:
-    def __init__(self, client: httpx.AsyncClient, *, seed: int, max_in_flight: int) -> None:
+    def __init__(self, client: httpx.AsyncClient, *, seed: int, max_in_flight: int, mix: Mix = MIX) -> None:
         self._client = client
+        self._mix = mix
         self._rnd = random.Random(seed)
         self._gate = max_in_flight
         self.in_flight = 0
@@ -175,20 +179,20 @@ class _Soak:
             self.errors[op] += 1
 
     def pick(self) -> str:
-        return self._rnd.choices([op for op, _ in MIX], weights=[w for _, w in MIX])[0]
+        return self._rnd.choices([op for op, _ in self._mix], weights=[w for _, w in self._mix])[0]
 
 
 async def _drive(
     base_url: str, key: str, *, duration: float, rate: float, warmup: float, sample_s: float,
-    max_in_flight: int, root_pid: int | None, progress: bool,
+    max_in_flight: int, root_pid: int | None, progress: bool, mix: Mix = MIX,
 ) -> dict[str, Any]:  # fmt: skip
     headers = {"Authorization": f"Bearer {key}"}
     limits = httpx.Limits(max_connections=max_in_flight, max_keepalive_connections=max_in_flight)
     async with httpx.AsyncClient(base_url=base_url, headers=headers, timeout=60, limits=limits) as client:
-        warm = _Soak(client, seed=1, max_in_flight=max_in_flight)
+        warm = _Soak(client, seed=1, max_in_flight=max_in_flight, mix=mix)
         await _schedule(warm, rate=rate, seconds=warmup)
         before = app_memory(root_pid)
-        soak = _Soak(client, seed=7, max_in_flight=max_in_flight)
+        soak = _Soak(client, seed=7, max_in_flight=max_in_flight, mix=mix)
         samples: list[tuple[float, float]] = [(0.0, before["total"])]
         by_role: dict[str, list[tuple[float, float]]] = defaultdict(list)
         for role, mb in before.items():
@@ -225,7 +229,7 @@ async def _drive(
         "duration_s": round(elapsed, 1),
         "rate_target": rate,
         "rate_achieved": round(len(every) / elapsed, 2),
-        "mix": dict(MIX),
+        "mix": dict(mix),
         "requests": len(every),
         "errors": sum(soak.errors.values()),
         "errors_by_op": dict(soak.errors),
@@ -302,19 +306,23 @@ def run(
     key: str | None = None,
     progress: bool = True,
     consolidate_every: float = 60.0,
+    mix: str = "default",
 ) -> dict[str, Any]:
     """Preload ``memories`` (so the semantic tier is live), warm up, then soak for ``duration`` seconds.
 
     The local app consolidates every ``consolidate_every`` seconds, like a deployed one (0: never), so
-    the soak includes draining, embedding and HNSW builds of the semantic tier.
+    the soak includes draining, embedding and HNSW builds of the semantic tier. ``mix="reads"`` sends
+    searches and contexts only, over the preloaded memories.
     """
+    if mix not in MIXES:
+        raise ValueError(f"mix: one of {sorted(MIXES)}, not {mix!r}")
 
     async def body(base: str, k: str, root_pid: int | None) -> dict[str, Any]:
         if memories:
             await load_memories(base, k, memories, progress=False)
         return await _drive(
             base, k, duration=duration, rate=rate, warmup=warmup, sample_s=sample_s,
-            max_in_flight=max_in_flight, root_pid=root_pid, progress=progress,
+            max_in_flight=max_in_flight, root_pid=root_pid, progress=progress, mix=MIXES[mix],
         )  # fmt: skip
 
     if url and key:
@@ -330,5 +338,6 @@ def run(
         "memories": memories,
         "warmup_s": warmup,
         "consolidate_every_s": consolidate_every if not (url and key) else None,
+        "mix_name": mix,
         **result,
     }

@@ -242,3 +242,19 @@ def test_every_replica_runs_with_the_process_tuning(app_server: AppServer) -> No
         env = dict(item.decode(errors="replace").split("=", 1) for item in raw if b"=" in item)
         for name, value in SERVE_ENV_DEFAULTS.items():
             assert env.get(name) == os.environ.get(name, value), (role, name)
+
+
+def test_read_only_soak_sends_only_searches_and_contexts(app_server: AppServer) -> None:
+    """`hybridmem bench soak --mix reads`: fixed data, so per-request memory growth shows on its own."""
+    from jobs import bench_soak
+
+    with pytest.raises(ValueError, match="mix"):
+        bench_soak.run(mix="writes-only", url=app_server.base_url, key=app_server.keys["a_rw"])
+    result = bench_soak.run(
+        duration=3, rate=8, memories=16, warmup=1, sample_s=1, mix="reads", progress=False,
+        url=app_server.base_url, key=app_server.keys["a_rw"],
+    )  # fmt: skip
+    assert result["mix_name"] == "reads" and set(result["mix"]) == {"search", "context"}
+    assert set(result["latency"]) <= {"overall", "search", "context"} and result["requests"] > 0
+    assert result["errors"] == 0, result["errors_by_op"]
+    assert result["memory_mb"]["after"]["total"] > 0

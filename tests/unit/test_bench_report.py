@@ -41,3 +41,16 @@ def test_soak_report_shows_the_rate_and_the_last_ten_minutes_slope() -> None:
     assert "| Ingress | 100 | 130 | 0 | 0 |" in text.replace(".0 ", " ")
     assert bench_report._tail_slope([[0.0, 1.0], [60.0, 2.0]], 600.0) == "n/a"  # too short a run
     assert bench_report._tail_slope([[float(t), t / 60] for t in range(0, 1300, 60)], 600.0) == 1.0
+
+
+def test_read_only_soak_report_names_its_mix_and_data() -> None:
+    soak = {
+        "name": "soak", "duration_s": 600.4, "rate_target": 35.0, "rate_achieved": 34.8,
+        "consolidate_every_s": 0, "mix_name": "reads", "memories": 2000, "requests": 10, "errors": 0,
+        "latency": {}, "memory_mb": {"before": {}, "after": {}},
+    }  # fmt: skip
+    text = bench_report.render({"soak_reads": soak})
+    assert (
+        "hybridmem bench soak --mix reads --memories 2000 --duration 600 --rate 35 --consolidate-every 0"
+        in text
+    )
