@@ -76,19 +76,23 @@ def _role(title: str) -> str | None:
     return title.removeprefix("ray::").split(".", 1)[0]
 
 
+def descendants(table: Sequence[tuple[int, int, str, int]], root_pid: int) -> set[int]:
+    """Pids of every process below ``root_pid`` in a ``_proc_table()``."""
+    children: dict[int, list[int]] = defaultdict(list)
+    for pid, ppid, _, _ in table:
+        children[ppid].append(pid)
+    found, stack = set(), [root_pid]
+    while stack:
+        for child in children[stack.pop()]:
+            found.add(child)
+            stack.append(child)
+    return found
+
+
 def app_memory(root_pid: int | None) -> dict[str, float]:
     """RSS in MB per role (several replicas of one deployment add up), and ``total``."""
     table = _proc_table()
-    allowed: set[int] | None = None
-    if root_pid is not None:
-        children: dict[int, list[int]] = defaultdict(list)
-        for pid, ppid, _, _ in table:
-            children[ppid].append(pid)
-        allowed, stack = set(), [root_pid]
-        while stack:
-            for child in children[stack.pop()]:
-                allowed.add(child)
-                stack.append(child)
+    allowed = None if root_pid is None else descendants(table, root_pid)
     by_role: dict[str, float] = defaultdict(float)
     for pid, _, title, rss in table:
         role = _role(title)

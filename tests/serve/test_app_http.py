@@ -221,19 +221,12 @@ def test_every_replica_runs_with_the_process_tuning(app_server: AppServer) -> No
     import os
 
     from deployments.serve_env import SERVE_ENV_DEFAULTS
-    from jobs.bench_soak import _proc_table, _role
+    from jobs.bench_soak import _proc_table, _role, descendants
 
     if not Path("/proc/self/environ").exists():
         pytest.skip("reads the replicas' environment from /proc (Linux)")
     table = _proc_table()
-    children: dict[int, list[int]] = {}
-    for pid, ppid, _, _ in table:
-        children.setdefault(ppid, []).append(pid)
-    mine, stack = set(), [os.getpid()]
-    while stack:
-        for child in children.get(stack.pop(), []):
-            mine.add(child)
-            stack.append(child)
+    mine = descendants(table, os.getpid())
     replicas = {pid: _role(title) for pid, _, title, _ in table if pid in mine and _role(title)}
     roles = {role for role in replicas.values() if role and role.startswith("ServeReplica:")}
     assert {"ServeReplica:hybridmem:Retriever", "ServeReplica:hybridmem:Embedder"} <= roles, replicas
