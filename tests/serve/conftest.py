@@ -16,6 +16,7 @@ import pytest
 
 from core.settings import ALL_SCOPES, ApiKeySpec
 from deployments.local import free_port, local_app, wait_ready  # noqa: F401  (re-exported for tests)
+from tests.conftest import new_key_prefix
 
 
 @dataclass
@@ -45,7 +46,7 @@ def app_server(
     settings: dict[str, Any] = {
         "env": "test",
         "data_dir": str(data_dir),
-        "redis": {"url": redis_url, "key_prefix": f"hmtest:{uuid.uuid4().hex[:12]}"},
+        "redis": {"url": redis_url, "key_prefix": new_key_prefix()},
         "postgres": {"dsn": pg_database, "pool_max_size": 4},
         "qdrant": {"backend": "edge", "path": str(data_dir / "qdrant")},
         "consolidation": {"enabled": False},

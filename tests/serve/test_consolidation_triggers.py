@@ -15,6 +15,7 @@ import pytest
 
 from core.settings import ALL_SCOPES, ApiKeySpec
 from deployments.local import local_app
+from tests.conftest import new_key_prefix
 
 pytestmark = [pytest.mark.serve, pytest.mark.slow]
 
@@ -27,7 +28,7 @@ def scheduled_app(
 
     data_dir: Path = tmp_path_factory.mktemp("hm-sched")
     key = f"key-{uuid.uuid4().hex}"
-    prefix = f"hmtest:{uuid.uuid4().hex[:12]}"
+    prefix = new_key_prefix()
     settings: dict[str, Any] = {
         "env": "test",
         "data_dir": str(data_dir),

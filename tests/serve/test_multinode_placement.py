@@ -23,6 +23,7 @@ import pytest
 import yaml
 
 from deployments.local import free_port
+from tests.conftest import new_key_prefix
 
 pytestmark = [pytest.mark.serve, pytest.mark.slow, pytest.mark.integration, pytest.mark.timeout(240)]
 
@@ -90,7 +91,7 @@ def cluster(
         "settings": {
             "env": "test",
             "data_dir": str(data_dir),
-            "redis": {"url": redis_url, "key_prefix": f"hmtest:{uuid.uuid4().hex[:12]}"},
+            "redis": {"url": redis_url, "key_prefix": new_key_prefix()},
             "postgres": {"dsn": pg_database, "pool_max_size": 2},
             "qdrant": {"backend": "edge", "path": str(data_dir / "qdrant")},
             "embedding": {"device": "cpu", "cpu_threads": 1, "cache_enabled": False},

@@ -14,6 +14,8 @@ import pytest
 import redis.asyncio as aioredis
 from nbclient import NotebookClient
 
+from tests.conftest import new_key_prefix
+
 NOTEBOOK = Path(__file__).resolve().parents[2] / "examples" / "walkthrough.ipynb"
 REPO_ROOT = NOTEBOOK.parents[1]
 
@@ -42,7 +44,7 @@ async def empty_database(postgres_admin_dsn: str) -> AsyncIterator[str]:
 async def test_walkthrough_notebook_runs_headless(
     redis_url: str, empty_database: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    prefix = f"hmtest:nb:{uuid.uuid4().hex[:12]}"
+    prefix = new_key_prefix("nb")
     for name in [n for n in os.environ if n.startswith("HYBRIDMEM_")]:
         monkeypatch.delenv(name)
     # The kernel inherits this environment: the notebook starts its own app on these servers.
