@@ -76,7 +76,7 @@ def _role(title: str) -> str | None:
     return title.removeprefix("ray::").split(".", 1)[0]
 
 
-def descendants(table: Sequence[tuple[int, int, str, int]], root_pid: int) -> set[int]:
+def _descendants(table: Sequence[tuple[int, int, str, int]], root_pid: int) -> set[int]:
     """Pids of every process below ``root_pid`` in a ``_proc_table()``."""
     children: dict[int, list[int]] = defaultdict(list)
     for pid, ppid, _, _ in table:
@@ -89,15 +89,22 @@ def descendants(table: Sequence[tuple[int, int, str, int]], root_pid: int) -> se
     return found
 
 
+def app_processes(root_pid: int | None) -> list[tuple[int, str, int]]:
+    """(pid, role, RSS bytes) of the app's Serve processes: descendants of ``root_pid``, or all here."""
+    table = _proc_table()
+    allowed = None if root_pid is None else _descendants(table, root_pid)
+    return [
+        (pid, role, rss)
+        for pid, _, title, rss in table
+        if (role := _role(title)) is not None and (allowed is None or pid in allowed)
+    ]
+
+
 def app_memory(root_pid: int | None) -> dict[str, float]:
     """RSS in MB per role (several replicas of one deployment add up), and ``total``."""
-    table = _proc_table()
-    allowed = None if root_pid is None else descendants(table, root_pid)
     by_role: dict[str, float] = defaultdict(float)
-    for pid, _, title, rss in table:
-        role = _role(title)
-        if role is not None and (allowed is None or pid in allowed):
-            by_role[role] += rss / 2**20
+    for _, role, rss in app_processes(root_pid):
+        by_role[role] += rss / 2**20
     out = {k: round(v, 1) for k, v in sorted(by_role.items())}
     out["total"] = round(sum(by_role.values()), 1)
     return out

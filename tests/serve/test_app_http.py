@@ -221,14 +221,12 @@ def test_every_replica_runs_with_the_process_tuning(app_server: AppServer) -> No
     import os
 
     from deployments.serve_env import SERVE_ENV_DEFAULTS
-    from jobs.bench_soak import _proc_table, _role, descendants
+    from jobs.bench_soak import app_processes
 
     if not Path("/proc/self/environ").exists():
         pytest.skip("reads the replicas' environment from /proc (Linux)")
-    table = _proc_table()
-    mine = descendants(table, os.getpid())
-    replicas = {pid: _role(title) for pid, _, title, _ in table if pid in mine and _role(title)}
-    roles = {role for role in replicas.values() if role and role.startswith("ServeReplica:")}
+    replicas = {pid: role for pid, role, _ in app_processes(os.getpid())}
+    roles = {role for role in replicas.values() if role.startswith("ServeReplica:")}
     assert {"ServeReplica:hybridmem:Retriever", "ServeReplica:hybridmem:Embedder"} <= roles, replicas
     for pid, role in replicas.items():
         raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
