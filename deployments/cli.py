@@ -145,9 +145,13 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     import importlib
     import json
 
+    from jobs.bench_provenance import RunProvenance
+
     module = importlib.import_module(BENCHES[args.name])
     options = {k: v for k, v in vars(args).items() if k in _BENCH_OPTIONS and v is not None}
+    provenance = RunProvenance()
     result = module.run(**options)
+    result["provenance"] = provenance.record()
     if args.out:
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)

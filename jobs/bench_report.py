@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 import os
 import platform
-import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from jobs.bench_provenance import code_version, cpu_model, mem_gib
 from jobs.bench_soak import slope_per_min
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -101,24 +101,10 @@ TARGETS: list[tuple[str, str, str, str, float]] = [
 
 
 def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem = ""
-    try:
-        kb = int(Path("/proc/meminfo").read_text().split()[1])
-        mem = f", {kb / 1024 / 1024:.0f} GiB RAM"
-    except (OSError, ValueError, IndexError):
-        pass
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT)
+    commit, dirty = code_version()
     return (
-        f"{os.cpu_count()} cores ({cpu}){mem}, no GPU, Python {platform.python_version()}, "
-        f"commit {commit.stdout.strip() or '?'}"
+        f"{os.cpu_count()} cores ({cpu_model() or 'unknown CPU'}), {mem_gib()} GiB RAM, no GPU, "
+        f"Python {platform.python_version()}, commit {commit or '?'}{' + local changes' if dirty else ''}"
     )
 
 
@@ -138,18 +124,19 @@ def table(rows: Sequence[tuple[str, ...]], head: tuple[str, ...]) -> str:
     return "\n".join(lines)
 
 
-def plots(results: dict[str, dict[str, Any]]) -> list[str]:
+def plots(results: dict[str, dict[str, Any]], out_dir: Path = PLOTS) -> list[str]:
+    """Draw the plots into ``out_dir``; returns their paths relative to the report (``img/...``)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    PLOTS.mkdir(parents=True, exist_ok=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
     made = []
     rets = [(k, v) for k, v in results.items() if k.startswith("retrieve")]
     if rets:
         fig, ax = plt.subplots(figsize=(6, 3.2))
-        labels = [f"{v.get('memories', '?'):,}" for _, v in rets]
+        labels = [f"{v['memories']:,}" if isinstance(v.get("memories"), int) else k for k, v in rets]
         for i, q in enumerate(("p50_ms", "p95_ms", "p99_ms")):
             ax.bar(
                 [x + i * 0.25 for x in range(len(rets))], [v.get(q, 0) for _, v in rets], width=0.25, label=q
@@ -161,7 +148,7 @@ def plots(results: dict[str, dict[str, Any]]) -> list[str]:
         ax.legend()
         ax.set_title("/v1/context latency, 16 clients")
         fig.tight_layout()
-        fig.savefig(PLOTS / "retrieve_latency.png", dpi=110)
+        fig.savefig(out_dir / "retrieve_latency.png", dpi=110)
         plt.close(fig)
         made.append("img/retrieve_latency.png")
     loc = results.get("quality_locomo", {}).get("modes")
@@ -176,7 +163,7 @@ def plots(results: dict[str, dict[str, Any]]) -> list[str]:
         ax.legend()
         ax.set_title("LoCoMo evidence recall (dev conversations)")
         fig.tight_layout()
-        fig.savefig(PLOTS / "recall_at_k.png", dpi=110)
+        fig.savefig(out_dir / "recall_at_k.png", dpi=110)
         plt.close(fig)
         made.append("img/recall_at_k.png")
     return made
@@ -267,16 +254,97 @@ def _faults(data: dict[str, Any]) -> list[str]:
 
 
 _SPECIAL = {"soak": _soak, "faults": _faults}
+_NOT_FLAT = {"modes", "provenance", "generated_at", "machine"}
 
 
-def render(results: dict[str, dict[str, Any]]) -> str:
+def provenance_of(data: dict[str, Any]) -> dict[str, Any]:
+    """A result's provenance; results written before it was recorded give what they have (or nothing)."""
+    prov = data.get("provenance")
+    if isinstance(prov, dict):
+        return prov
+    legacy: dict[str, Any] = {}
+    if data.get("generated_at"):  # the fault suite's JSON before provenance
+        legacy["measured_at"] = data["generated_at"]
+    if isinstance(data.get("machine"), dict):
+        legacy["cpus"] = data["machine"].get("cpus")
+    return legacy
+
+
+def _when(prov: dict[str, Any]) -> str:
+    at = prov.get("measured_at")
+    return at.replace("T", " ")[:16] + " UTC" if isinstance(at, str) else "not recorded"
+
+
+def _commit(prov: dict[str, Any], head: str | None) -> str:
+    commit = prov.get("commit")
+    if not commit:
+        return "not recorded"
+    label = str(commit) + (" + local changes" if prov.get("dirty") else "")
+    if head and commit != head:
+        label += " (older than the report)"
+    return label
+
+
+def provenance_rows(results: dict[str, dict[str, Any]], head: str | None) -> list[tuple[str, ...]]:
+    rows: list[tuple[str, ...]] = []
+    for name, data in results.items():
+        prov = provenance_of(data)
+        load = prov.get("load_average_start")
+        rows.append((
+            name,
+            _when(prov),
+            _commit(prov, head),
+            f"{load[0]:.2f}" if isinstance(load, list) and load else "n/a",
+            _fmt(prov.get("duration_s")) if prov.get("duration_s") is not None else "n/a",
+        ))  # fmt: skip
+    return rows
+
+
+def provenance_section(results: dict[str, dict[str, Any]]) -> list[str]:
+    head, _ = code_version()
+    rows = provenance_rows(results, head)
+    machines = sorted(
+        {
+            f"{p['cpus']} cores ({p['cpu_model']}), {p.get('mem_gib')} GiB RAM, Python {p.get('python')}"
+            for p in map(provenance_of, results.values())
+            if p.get("cpu_model")
+        }
+    )
+    lines = [
+        table(rows, ("result", "measured (UTC)", "commit", "load average at start", "run took (s)")),
+        "",
+        "Load average: the 1-minute load of the machine as the run started (2 cores; above about 1, "
+        "something else was running). 'not recorded': the file predates provenance.",
+    ]
+    if machines:
+        lines += ["", "Machines: " + "; ".join(machines) + "."]
+    return lines
+
+
+def measured_line(data: dict[str, Any]) -> str:
+    prov = provenance_of(data)
+    if not prov.get("measured_at"):
+        return "Measured: not recorded (the file predates provenance)."
+    head, _ = code_version()
+    parts = [f"Measured {_when(prov)}", f"commit {_commit(prov, head)}"]
+    load = prov.get("load_average_start")
+    if isinstance(load, list) and load:
+        parts.append(f"load average {load[0]:.2f} at start")
+    if prov.get("duration_s") is not None:
+        parts.append(f"took {_fmt(prov['duration_s'])} s")
+    return ", ".join(parts) + "."
+
+
+def render(results: dict[str, dict[str, Any]], plots_dir: Path = PLOTS) -> str:
     parts = [
         "# Benchmarks",
         "",
-        f"Machine: {machine()}.",
+        f"Report written on: {machine()}.",
         "",
-        "Every figure below comes from `make bench` (JSON in `bench/results/`); the commands are listed "
-        "per benchmark. Ratios are from one run.",
+        "Every figure below comes from a `hybridmem bench` command run by `make bench` (JSON in "
+        "`bench/results/`); the commands are listed per benchmark. Ratios are from one run. Each result "
+        "file records when, on which commit and on what machine it was measured (table below): results "
+        "from an older commit or a busy machine say so.",
         "",
     ]
     parts += ["## Targets", "", table(target_rows(results), ("figure", "target", "this run", "met")), ""]
@@ -290,6 +358,7 @@ def render(results: dict[str, dict[str, Any]]) -> str:
         *[f"- [{key}] {text}" for key, text in SOURCES.items()],
         "",
     ]
+    parts += ["## Where each result comes from", "", *provenance_section(results), ""]
     for name, data in results.items():
         special = _SPECIAL.get(name.split("_")[0])
         if special is not None:
@@ -303,11 +372,14 @@ def render(results: dict[str, dict[str, Any]]) -> str:
                     f"hybridmem bench soak {reads}--duration {round(data['duration_s'], -1):.0f} {rate}"
                     f"--consolidate-every {every:g} --json"
                 )
-            parts += [f"## {name}", "", f"`{command}`", "", *special(data), ""]
+            parts += [f"## {name}", "", f"`{command}`", "", measured_line(data), "", *special(data), ""]
             continue
-        parts += [f"## {name}", "", f"`{COMMANDS.get(name, 'hybridmem bench ' + name + ' --json')}`", ""]
+        command = COMMANDS.get(name, "hybridmem bench " + name + " --json")
+        parts += [f"## {name}", "", f"`{command}`", "", measured_line(data), ""]
         flat = [
-            (k, json.dumps(v) if isinstance(v, dict | list) else v) for k, v in data.items() if k != "modes"
+            (k, json.dumps(v) if isinstance(v, dict | list) else v)
+            for k, v in data.items()
+            if k not in _NOT_FLAT
         ]
         parts += [table([(k, str(v)) for k, v in flat], ("key", "value")), ""]
         if "modes" in data:
@@ -318,7 +390,7 @@ def render(results: dict[str, dict[str, Any]]) -> str:
     notes = RESULTS / "notes.md"
     if notes.exists():
         parts += ["## Notes on this run", "", notes.read_text().strip(), ""]
-    for img in plots(results):
+    for img in plots(results, plots_dir):
         parts += [f"![{img}]({img})", ""]
     return "\n".join(parts)
 

@@ -14,17 +14,18 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from jobs.bench_provenance import RunProvenance
 
 if TYPE_CHECKING:
     from tests.faults.load import Phase
 
 JSON_ENV = "HYBRIDMEM_FAULTS_JSON"  # path of the JSON summary (unset: print only)
 OPS_ENV = "HYBRIDMEM_FAULTS_OPS"  # path of a JSON-lines dump of every operation, per fault (debugging)
+PROVENANCE = RunProvenance()  # taken when the suite imports this module, i.e. as the session starts
 
 COLUMNS = (
     ("fault", "fault", 24),
@@ -97,8 +98,7 @@ def write_json(path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     doc = {
         "name": "faults",
-        "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "system": platform.system()},
+        "provenance": PROVENANCE.record(),
         "setup": SETUP,
         "rows": [asdict(row) for row in ROWS.values()],
         "consolidation_crash_tests": dict(CRASHES),

@@ -249,3 +249,23 @@ def test_read_only_soak_sends_only_searches_and_contexts(app_server: AppServer) 
     assert set(result["latency"]) <= {"overall", "search", "context"} and result["requests"] > 0
     assert result["errors"] == 0, result["errors_by_op"]
     assert result["memory_mb"]["after"]["total"] > 0
+
+
+def test_bench_cli_writes_its_result_with_provenance(
+    app_server: AppServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`hybridmem bench ... --json --out F`: the file and the last printed line are the same object,
+    and it says when, on which commit and on what machine it was measured."""
+    from deployments import cli
+
+    out = tmp_path / "results" / "ingest.json"
+    argv = ["bench", "ingest", "--episodes", "120", "--batch", "40", "--clients", "2", "--json",
+            "--url", app_server.base_url, "--key", app_server.keys["a_rw"], "--out", str(out)]  # fmt: skip
+    assert cli.main(argv) == 0
+    saved = json.loads(out.read_text())
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert saved == printed
+    assert saved["acknowledged"] == 120 and saved["errors"] == 0
+    prov = saved["provenance"]
+    assert prov["commit"] and prov["cpus"] >= 1 and prov["duration_s"] >= 0
+    assert prov["measured_at"].endswith("+00:00")

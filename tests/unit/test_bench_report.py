@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
+
 from jobs import bench_report
 
 
@@ -54,3 +58,31 @@ def test_read_only_soak_report_names_its_mix_and_data() -> None:
         "hybridmem bench soak --mix reads --memories 2000 --duration 600 --rate 35 --consolidate-every 0"
         in text
     )
+
+
+def test_each_result_says_when_and_on_which_commit_it_was_measured(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(bench_report, "code_version", lambda: ("abc1234", False))
+    prov = {"measured_at": "2026-11-25T05:02:11+00:00", "commit": "abc1234", "dirty": False, "cpus": 2,
+            "cpu_model": "Test CPU", "mem_gib": 24, "python": "3.11.7",
+            "load_average_start": [0.42, 0.5, 0.6], "duration_s": 312.4}  # fmt: skip
+    results = {
+        "ingest": {"name": "ingest", "episodes_per_s": 9000.0, "provenance": prov},
+        "retrieve_10k": {"name": "retrieve", "p95_ms": 900.0, "provenance": {**prov, "commit": "0ld0ld0"}},
+        "embed": {"name": "embed", "ratio_single": 0.6},
+        "faults": {"name": "faults", "generated_at": "2026-11-24T10:00:00+00:00", "machine": {"cpus": 2}},
+    }
+    rows = {row[0]: row for row in bench_report.provenance_rows(results, "abc1234")}
+    assert rows["ingest"] == ("ingest", "2026-11-25 05:02 UTC", "abc1234", "0.42", "312.4")
+    assert rows["retrieve_10k"][2] == "0ld0ld0 (older than the report)"
+    assert rows["embed"][1:3] == ("not recorded", "not recorded")
+    assert rows["faults"][1] == "2026-11-24 10:00 UTC"
+
+    text = bench_report.render(results, plots_dir=tmp_path)  # not over the repository's plots
+    assert (tmp_path / "retrieve_latency.png").exists()
+    assert "## Where each result comes from" in text
+    assert "Machines: 2 cores (Test CPU), 24 GiB RAM, Python 3.11.7." in text
+    assert "Measured 2026-11-25 05:02 UTC, commit abc1234, load average 0.42 at start, took 312.4 s." in text
+    assert "Measured: not recorded (the file predates provenance)." in text
+    assert "| provenance |" not in text  # shown as the line above, not dumped into the key/value table

@@ -1,0 +1,40 @@
+"""Benchmark provenance: the commit (and local changes) and the machine state a result was measured on."""
+
+from __future__ import annotations
+
+import subprocess
+from datetime import datetime
+from pathlib import Path
+
+from jobs.bench_provenance import RunProvenance, code_version
+
+
+def _git(repo: Path, *args: str) -> str:
+    done = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, check=True)
+    return done.stdout.strip()
+
+
+def test_code_version_names_the_commit_and_notices_local_changes(tmp_path: Path) -> None:
+    _git(tmp_path, "init", "-q")
+    (tmp_path / "a.txt").write_text("one\n")
+    _git(tmp_path, "add", "a.txt")
+    _git(tmp_path, "-c", "user.name=t", "-c", "user.email=t@example.org", "commit", "-q", "-m", "one")
+    head = _git(tmp_path, "rev-parse", "--short", "HEAD")
+    assert code_version(tmp_path) == (head, False)
+    (tmp_path / "untracked.txt").write_text("not part of the code\n")
+    assert code_version(tmp_path) == (head, False)
+    (tmp_path / "a.txt").write_text("two\n")
+    assert code_version(tmp_path) == (head, True)
+
+
+def test_code_version_outside_git_is_unknown_not_an_error(tmp_path: Path) -> None:
+    assert code_version(tmp_path) == (None, None)
+
+
+def test_a_run_records_when_where_and_how_long() -> None:
+    record = RunProvenance().record()
+    assert datetime.fromisoformat(record["measured_at"]).tzinfo is not None
+    assert record["commit"] and isinstance(record["dirty"], bool)
+    assert record["cpus"] >= 1 and record["python"].count(".") == 2
+    assert len(record["load_average_start"]) == 3
+    assert record["duration_s"] >= 0
