@@ -34,12 +34,18 @@ def _git(cwd: Path, *args: str) -> str | None:
     return done.stdout.strip() if done.returncode == 0 else None
 
 
+_OUTPUTS = tuple(f":(exclude){p}" for p in ("bench/results", "docs/benchmarks.md", "docs/img"))
+
+
 def code_version(cwd: Path = ROOT) -> tuple[str | None, bool | None]:
-    """The short commit of ``cwd`` and whether tracked files differ from it (``None`` outside git)."""
+    """The short commit of ``cwd`` and whether tracked files other than benchmark outputs differ from
+    it (``None`` outside git)."""
     commit = _git(cwd, "rev-parse", "--short", "HEAD")
     if commit is None:
         return None, None
-    status = _git(cwd, "status", "--porcelain", "--untracked-files=no")
+    # The benchmarks' own outputs do not count: a later step of `make bench` runs after earlier ones
+    # rewrote them.
+    status = _git(cwd, "status", "--porcelain", "--untracked-files=no", "--", ".", *_OUTPUTS)
     return commit, (bool(status) if status is not None else None)
 
 

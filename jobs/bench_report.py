@@ -313,8 +313,10 @@ def provenance_section(results: dict[str, dict[str, Any]]) -> list[str]:
     lines = [
         table(rows, ("result", "measured (UTC)", "commit", "load average at start", "run took (s)")),
         "",
-        "Load average: the 1-minute load of the machine as the run started (2 cores; above about 1, "
-        "something else was running). 'not recorded': the file predates provenance.",
+        "Load average: the machine's 1-minute load as the run started. Inside `make bench` it still "
+        "carries the benchmark before (it decays over a few minutes), so a high figure there is not "
+        "by itself a busy machine; outside it, above about 1 on these 2 cores, something else was "
+        "running. 'not recorded': the file predates provenance.",
     ]
     if machines:
         lines += ["", "Machines: " + "; ".join(machines) + "."]

@@ -23,6 +23,13 @@ def test_code_version_names_the_commit_and_notices_local_changes(tmp_path: Path)
     assert code_version(tmp_path) == (head, False)
     (tmp_path / "untracked.txt").write_text("not part of the code\n")
     assert code_version(tmp_path) == (head, False)
+    (tmp_path / "bench" / "results").mkdir(parents=True)
+    (tmp_path / "bench" / "results" / "ingest.json").write_text("{}\n")
+    _git(tmp_path, "add", "bench")
+    _git(tmp_path, "-c", "user.name=t", "-c", "user.email=t@example.org", "commit", "-q", "-m", "result")
+    head = _git(tmp_path, "rev-parse", "--short", "HEAD")
+    (tmp_path / "bench" / "results" / "ingest.json").write_text('{"new": 1}\n')
+    assert code_version(tmp_path) == (head, False)  # a benchmark's output is not a code change
     (tmp_path / "a.txt").write_text("two\n")
     assert code_version(tmp_path) == (head, True)
 
