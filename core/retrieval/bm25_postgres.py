@@ -108,6 +108,10 @@ SELECT e.id FROM (
 ) AS e CROSS JOIN tq
 WHERE {match} AND NOT (e.id = ANY($4::uuid[]))
 """
+# The query's tsquery as a scalar subquery: Postgres computes it once (an InitPlan) and tests each row
+# against that value. Joined as a row of ``tq`` instead, the planner built every row's term lists
+# before filtering: 15 ms instead of 3 for a pruned search of 10k memories.
+_TQ = "(SELECT q FROM tq)"
 _RECENT_WINDOW = 2_000  # newest rows searched beside the rare terms' rows (at least 4 k)
 
 
@@ -249,7 +253,7 @@ class PostgresBm25Search:
             sql = (
                 f"SELECT l.lexeme, (SELECT count(*) FROM (SELECT 1 FROM {table} e "
                 f"CROSS JOIN (SELECT quote_literal(l.lexeme)::tsquery AS q) AS tq "
-                f"WHERE e.tenant_id = $1 AND {match}{where}{capped}) AS hits) AS df "
+                f"WHERE e.tenant_id = $1 AND {match.format(q='tq.q')}{where}{capped}) AS hits) AS df "
                 f"FROM unnest($2::text[]) AS l(lexeme)"
             )
             again: list[str] = []
@@ -305,10 +309,10 @@ class PostgresBm25Search:
         args: list[Any] = [tenant_id, query, k, self._neighbour_weight, self._k1, self._b, 0, [], [], 1.0]
         where = _filters(filters, args, memories=table == "memory_records")
         if self._use_context and table == "episodes":
-            doc, match = "coalesce(e.ctx_tsv, e.tsv)", "(e.tsv @@ tq.q OR e.ctx_tsv @@ tq.q)"
+            doc, match = "coalesce(e.ctx_tsv, e.tsv)", "(e.tsv @@ {q} OR e.ctx_tsv @@ {q})"
         else:
-            doc, match = "e.tsv", "e.tsv @@ tq.q"
-        sql = _SEARCH.format(table=table, doc=doc, match=match, where=where, cols=cols)
+            doc, match = "e.tsv", "e.tsv @@ {q}"
+        sql = _SEARCH.format(table=table, doc=doc, match=match.format(q=_TQ), where=where, cols=cols)
         with self._translate():
             async with self._pool.acquire(timeout=self._timeout_s) as conn:
                 n_docs, args[9] = await self._tenant_size(conn, table, tenant_id, doc)
@@ -371,7 +375,7 @@ class PostgresBm25Search:
         lexemes = list(dfs)
         args: list[Any] = [tenant_id, lexemes, max(self._recent_window, 4 * k), [r["id"] for r in found]]
         where = _filters(filters, args, memories=table == "memory_records")
-        recent = _RECENT.format(table=table, match=match, where=where)
+        recent = _RECENT.format(table=table, match=match.format(q=_TQ), where=where)
         ids = [r["id"] for r in await conn.fetch(recent, *args, timeout=self._timeout_s)]
         rows = list(found)
         if ids:
