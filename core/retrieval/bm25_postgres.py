@@ -184,6 +184,7 @@ class PostgresBm25Search:
         self._dfs: dict[str, tuple[float, float]] = {}
         self.pruned_searches = 0
         self.prune_fallbacks = 0
+        self.prune_skips = 0  # pruned passes not run: their lexemes' postings could not fill k
         self.budget_fills = 0
 
     @contextmanager
@@ -327,6 +328,9 @@ class PostgresBm25Search:
                 for n in dict.fromkeys(n for n in keep if n > 0):
                     rest = work - sum(dfs[:n])  # postings of the lexemes that find candidates
                     if rest > _PRUNE_MAX_WORK * work or (self._max_scan_rows and rest > self._max_scan_rows):
+                        continue
+                    if rest < k:  # fewer candidate rows than k: this pass could not prove its result
+                        self.prune_skips += 1
                         continue
                     args[7], args[8] = pruned[:n], dfs[:n]
                     rows: list[asyncpg.Record] = await conn.fetch(sql, *args, timeout=self._timeout_s)
