@@ -34,17 +34,17 @@ def _git(cwd: Path, *args: str) -> str | None:
     return done.stdout.strip() if done.returncode == 0 else None
 
 
-_OUTPUTS = tuple(f":(exclude){p}" for p in ("bench/results", "docs/benchmarks.md", "docs/img"))
+_OUTPUTS = tuple(f":(exclude){p}" for p in ("bench/results", "docs", "*.md"))
 
 
 def code_version(cwd: Path = ROOT) -> tuple[str | None, bool | None]:
-    """The short commit of ``cwd`` and whether tracked files other than benchmark outputs differ from
-    it (``None`` outside git)."""
+    """The short commit of ``cwd`` and whether tracked files other than benchmark outputs and
+    documentation differ from it (``None`` outside git)."""
     commit = _git(cwd, "rev-parse", "--short", "HEAD")
     if commit is None:
         return None, None
-    # The benchmarks' own outputs do not count: a later step of `make bench` runs after earlier ones
-    # rewrote them.
+    # The benchmarks' own outputs and the documentation do not count: a later step of `make bench`
+    # runs after earlier ones rewrote them, and prose does not change a measurement.
     status = _git(cwd, "status", "--porcelain", "--untracked-files=no", "--", ".", *_OUTPUTS)
     return commit, (bool(status) if status is not None else None)
 

@@ -30,6 +30,9 @@ def test_code_version_names_the_commit_and_notices_local_changes(tmp_path: Path)
     head = _git(tmp_path, "rev-parse", "--short", "HEAD")
     (tmp_path / "bench" / "results" / "ingest.json").write_text('{"new": 1}\n')
     assert code_version(tmp_path) == (head, False)  # a benchmark's output is not a code change
+    (tmp_path / "NOTES.md").write_text("prose\n")
+    _git(tmp_path, "add", "NOTES.md")
+    assert code_version(tmp_path) == (head, False)  # nor is documentation
     (tmp_path / "a.txt").write_text("two\n")
     assert code_version(tmp_path) == (head, True)
 
