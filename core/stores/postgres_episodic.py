@@ -130,6 +130,9 @@ def search_filters(
     return clauses
 
 
+PING_TIMEOUT_S = 2.0
+
+
 class PostgresEpisodeStore:
     """EpisodicStore on an asyncpg pool. Borrows the pool; never closes it."""
 
@@ -159,7 +162,15 @@ class PostgresEpisodeStore:
                 return status
 
     async def ping(self) -> None:
-        await self._fetch("SELECT 1")
+        """Answer within :data:`PING_TIMEOUT_S`: a readiness probe must not wait out the statement
+        timeout behind a saturated pool (readyz then named no store until the prober gave up)."""
+        timeout = min(self._timeout_s, PING_TIMEOUT_S)
+        with self._translate():
+            try:
+                async with self._pool.acquire(timeout=timeout) as conn:
+                    await conn.fetchval("SELECT 1", timeout=timeout)
+            except TimeoutError as exc:
+                raise StoreUnavailable("postgres", f"no answer within {timeout:g} s") from exc
 
     # -- episodes ---------------------------------------------------------------------------------
 

@@ -145,3 +145,25 @@ async def test_health_names_the_store_that_is_down(pg_pool, key_prefix):
         assert not report.ok
     finally:
         await dead.aclose()
+
+
+async def test_postgres_ping_answers_quickly_when_the_pool_is_exhausted(pg_database: str) -> None:
+    """Readiness must not wait out the statement timeout: with every pooled connection busy, ping
+    reports postgres unavailable within PING_TIMEOUT_S instead of after the store's 30 s timeout."""
+    import asyncio
+
+    import asyncpg
+
+    from core.errors import StoreUnavailable
+    from core.stores.postgres_episodic import PING_TIMEOUT_S, PostgresEpisodeStore
+
+    pool = await asyncpg.create_pool(pg_database, min_size=1, max_size=1)
+    try:
+        store = PostgresEpisodeStore(pool, timeout_s=30.0)
+        await store.ping()  # a free connection: fine
+        async with pool.acquire():  # the only connection is taken
+            async with asyncio.timeout(PING_TIMEOUT_S + 3):
+                with pytest.raises(StoreUnavailable, match="postgres"):
+                    await store.ping()
+    finally:
+        await pool.close()
