@@ -49,6 +49,16 @@ def code_version(cwd: Path = ROOT) -> tuple[str | None, bool | None]:
     return commit, (bool(status) if status is not None else None)
 
 
+PRODUCT_PATHS = ("core", "deployments", "pyproject.toml", "serve_config.yaml")  # what a result measures
+
+
+def product_changes_since(commit: str, cwd: Path = ROOT) -> list[str] | None:
+    """Product files changed between ``commit`` and HEAD (benchmarks, tests and docs do not count);
+    ``None`` when git cannot tell (no repository, or the commit is not in its history)."""
+    out = _git(cwd, "diff", "--name-only", commit, "HEAD", "--", *PRODUCT_PATHS)
+    return None if out is None else [line for line in out.splitlines() if line]
+
+
 def cpu_model() -> str | None:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():

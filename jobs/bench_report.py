@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from jobs.bench_provenance import code_version, cpu_model, mem_gib
+from jobs.bench_provenance import code_version, cpu_model, mem_gib, product_changes_since
 from jobs.bench_soak import slope_per_min
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -275,17 +276,23 @@ def _when(prov: dict[str, Any]) -> str:
     return at.replace("T", " ")[:16] + " UTC" if isinstance(at, str) else "not recorded"
 
 
-def _commit(prov: dict[str, Any], head: str | None) -> str:
+def _commit(prov: dict[str, Any], changed_since: Callable[[str], list[str] | None]) -> str:
     commit = prov.get("commit")
     if not commit:
         return "not recorded"
     label = str(commit) + (" + local changes" if prov.get("dirty") else "")
-    if head and commit != head:
-        label += " (older than the report)"
+    changed = changed_since(str(commit))
+    if changed is None:
+        return label + " (not in this history)"
+    if changed:
+        shown = ", ".join(changed[:2]) + (f" and {len(changed) - 2} more" if len(changed) > 2 else "")
+        label += f" (product code changed since: {shown})"
     return label
 
 
-def provenance_rows(results: dict[str, dict[str, Any]], head: str | None) -> list[tuple[str, ...]]:
+def provenance_rows(
+    results: dict[str, dict[str, Any]], changed_since: Callable[[str], list[str] | None]
+) -> list[tuple[str, ...]]:
     rows: list[tuple[str, ...]] = []
     for name, data in results.items():
         prov = provenance_of(data)
@@ -293,16 +300,19 @@ def provenance_rows(results: dict[str, dict[str, Any]], head: str | None) -> lis
         rows.append((
             name,
             _when(prov),
-            _commit(prov, head),
+            _commit(prov, changed_since),
             f"{load[0]:.2f}" if isinstance(load, list) and load else "n/a",
             _fmt(prov.get("duration_s")) if prov.get("duration_s") is not None else "n/a",
         ))  # fmt: skip
     return rows
 
 
+def _changes_cached() -> Callable[[str], list[str] | None]:
+    return functools.lru_cache(maxsize=None)(product_changes_since)
+
+
 def provenance_section(results: dict[str, dict[str, Any]]) -> list[str]:
-    head, _ = code_version()
-    rows = provenance_rows(results, head)
+    rows = provenance_rows(results, _changes_cached())
     machines = sorted(
         {
             f"{p['cpus']} cores ({p['cpu_model']}), {p.get('mem_gib')} GiB RAM, Python {p.get('python')}"
@@ -327,8 +337,7 @@ def measured_line(data: dict[str, Any]) -> str:
     prov = provenance_of(data)
     if not prov.get("measured_at"):
         return "Measured: not recorded (the file predates provenance)."
-    head, _ = code_version()
-    parts = [f"Measured {_when(prov)}", f"commit {_commit(prov, head)}"]
+    parts = [f"Measured {_when(prov)}", f"commit {_commit(prov, _changes_cached())}"]
     load = prov.get("load_average_start")
     if isinstance(load, list) and load:
         parts.append(f"load average {load[0]:.2f} at start")
@@ -345,8 +354,8 @@ def render(results: dict[str, dict[str, Any]], plots_dir: Path = PLOTS) -> str:
         "",
         "Every figure below comes from a `hybridmem bench` command run by `make bench` (JSON in "
         "`bench/results/`); the commands are listed per benchmark. Ratios are from one run. Each result "
-        "file records when, on which commit and on what machine it was measured (table below): results "
-        "from an older commit or a busy machine say so.",
+        "file records when, on which commit and on what machine it was measured (table below); a result "
+        "measured before a later change to the product's code names the files that changed since.",
         "",
     ]
     parts += ["## Targets", "", table(target_rows(results), ("figure", "target", "this run", "met")), ""]

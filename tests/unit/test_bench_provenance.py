@@ -6,7 +6,7 @@ import subprocess
 from datetime import datetime
 from pathlib import Path
 
-from jobs.bench_provenance import RunProvenance, code_version
+from jobs.bench_provenance import RunProvenance, code_version, product_changes_since
 
 
 def _git(repo: Path, *args: str) -> str:
@@ -48,3 +48,23 @@ def test_a_run_records_when_where_and_how_long() -> None:
     assert record["cpus"] >= 1 and record["python"].count(".") == 2
     assert len(record["load_average_start"]) == 3
     assert record["duration_s"] >= 0
+
+
+def test_product_changes_since_a_commit_ignore_benchmarks_tests_and_docs(tmp_path: Path) -> None:
+    def commit(path: str, text: str) -> str:
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_text(text)
+        _git(tmp_path, "add", path)
+        _git(tmp_path, "-c", "user.name=t", "-c", "user.email=t@example.org", "commit", "-q", "-m", path)
+        return _git(tmp_path, "rev-parse", "--short", "HEAD")
+
+    _git(tmp_path, "init", "-q")
+    measured = commit("core/search.py", "v1\n")
+    assert product_changes_since(measured, tmp_path) == []
+    commit("jobs/bench_x.py", "bench\n")
+    commit("docs/notes.md", "prose\n")
+    commit("tests/test_x.py", "test\n")
+    assert product_changes_since(measured, tmp_path) == []
+    commit("core/search.py", "v2\n")
+    assert product_changes_since(measured, tmp_path) == ["core/search.py"]
+    assert product_changes_since("0000000", tmp_path) is None  # not in this history

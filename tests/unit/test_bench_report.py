@@ -63,7 +63,8 @@ def test_read_only_soak_report_names_its_mix_and_data() -> None:
 def test_each_result_says_when_and_on_which_commit_it_was_measured(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    monkeypatch.setattr(bench_report, "code_version", lambda: ("abc1234", False))
+    changes = {"abc1234": [], "0ld0ld0": ["core/retrieval/bm25_postgres.py", "core/a.py", "core/b.py"]}
+    monkeypatch.setattr(bench_report, "product_changes_since", changes.get)
     prov = {"measured_at": "2026-11-25T05:02:11+00:00", "commit": "abc1234", "dirty": False, "cpus": 2,
             "cpu_model": "Test CPU", "mem_gib": 24, "python": "3.11.7",
             "load_average_start": [0.42, 0.5, 0.6], "duration_s": 312.4}  # fmt: skip
@@ -73,9 +74,11 @@ def test_each_result_says_when_and_on_which_commit_it_was_measured(
         "embed": {"name": "embed", "ratio_single": 0.6},
         "faults": {"name": "faults", "generated_at": "2026-11-24T10:00:00+00:00", "machine": {"cpus": 2}},
     }
-    rows = {row[0]: row for row in bench_report.provenance_rows(results, "abc1234")}
+    rows = {row[0]: row for row in bench_report.provenance_rows(results, changes.get)}
     assert rows["ingest"] == ("ingest", "2026-11-25 05:02 UTC", "abc1234", "0.42", "312.4")
-    assert rows["retrieve_10k"][2] == "0ld0ld0 (older than the report)"
+    assert rows["retrieve_10k"][2] == (
+        "0ld0ld0 (product code changed since: core/retrieval/bm25_postgres.py, core/a.py and 1 more)"
+    )
     assert rows["embed"][1:3] == ("not recorded", "not recorded")
     assert rows["faults"][1] == "2026-11-24 10:00 UTC"
 
