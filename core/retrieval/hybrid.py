@@ -378,7 +378,7 @@ def _scoring_outcomes(outcomes: Sequence[_TierOutcome]) -> list[_TierOutcome]:
     """The tiers whose scores are fused. Every buffered turn is already durable in Postgres (the buffer
     is written after the commit), so while the episodic tier answers, the working tier's overlap score
     would count the same lexical evidence twice for the newest turns only: a recency boost that
-    ``recency_half_life_s`` does not control (LoCoMo recall@10 75.9 with it, 78.1 without). It still
+    ``recency_half_life_s`` does not control (LoCoMo recall@10 75.7 with it, 78.5 without). It still
     offers its turns as candidates, and scores them when the episodic tier is down or not asked for.
     """
     if any(o.name == Tier.EPISODIC.value for o in outcomes):
