@@ -111,6 +111,12 @@ CORPUS = [
 ]
 
 
+async def _index_points(index: ListVectorIndex, episodes: Sequence[Episode]) -> None:
+    """What consolidation does for ``episodes``: one point each, embedded by the concept model."""
+    vectors = (await ConceptEmbedder().embed([e.content for e in episodes])).vectors
+    await index.upsert([episode_point(e, v, VERSION) for e, v in zip(episodes, vectors, strict=True)])
+
+
 async def _setup(
     *, settings: RetrievalSettings | None = None
 ) -> tuple[HybridRetriever, InMemoryEpisodicStore, InMemoryWorkingStore, ListVectorIndex, list[Episode]]:
@@ -118,11 +124,9 @@ async def _setup(
     episodes.append(_episode("A car from tenant two", 9, tenant="t2"))
     store, working, index = InMemoryEpisodicStore(), InMemoryWorkingStore(), ListVectorIndex()
     await store.insert_episodes(episodes)
-    embedder = ConceptEmbedder()
-    vectors = (await embedder.embed([e.content for e in episodes])).vectors
-    await index.upsert([episode_point(e, v, VERSION) for e, v in zip(episodes, vectors, strict=True)])
+    await _index_points(index, episodes)
     retriever = HybridRetriever(
-        working=working, lexical=store, vectors=index, embedder=embedder,  # type: ignore[arg-type]
+        working=working, lexical=store, vectors=index, embedder=ConceptEmbedder(),  # type: ignore[arg-type]
         settings=settings or RetrievalSettings(), token_counter=load_token_counter(),
     )  # fmt: skip
     return retriever, store, working, index, episodes
@@ -187,8 +191,7 @@ async def test_the_session_buffer_does_not_boost_turns_the_episodic_tier_ranks()
     older = _episode("The dentist moved the checkup for my puppy to Friday", 30)
     fresh = _episode("Dentist said Friday works", 60)
     await store.insert_episodes([older, fresh])
-    vectors = (await retriever._embedder.embed([older.content, fresh.content])).vectors
-    await index.upsert([episode_point(e, v, VERSION) for e, v in zip([older, fresh], vectors, strict=True)])
+    await _index_points(index, [older, fresh])
     session, query = {"session_id": "s1"}, "dentist Friday checkup puppy"
     before = await retriever.search(tenant_id="t1", query=query, k=5, filters=session)
     await working.append_session([*episodes[:5], older, fresh])
