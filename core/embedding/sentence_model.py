@@ -195,6 +195,10 @@ class SentenceTransformerEmbedder:
                     show_progress_bar=False,
                 )
                 out[group] = np.asarray(vectors, dtype=np.float32)
+            # On a GPU the model runs (and normalises) in fp16, leaving norms up to 1e-3 off 1:
+            # normalise again in float32 so every backend hands out unit vectors.
+            norms = np.linalg.norm(out, axis=1, keepdims=True)
+            np.divide(out, norms, out=out, where=norms > 0)
         self.model_calls += 1
         self.texts_embedded += len(texts)
         return out
