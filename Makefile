@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: setup run test test-fast test-faults lint bench bench-report clean
+.PHONY: setup run test test-fast test-faults lint bench bench-gpu bench-report clean
 
 # Idempotent: re-installs only when pyproject.toml changed since the last install.
 $(STAMP): pyproject.toml
@@ -54,6 +54,12 @@ bench: setup
 	$(HM) bench soak --duration 300 --json --out $(RESULTS)/soak.json
 	$(MAKE) test-faults FAULTS_JSON=$(CURDIR)/$(RESULTS)/faults.json
 	$(MAKE) bench-report
+
+# On a machine with a GPU (CI has none): the GPU tests, then the Embedder's in-process GPU benchmark.
+bench-gpu: setup
+	mkdir -p $(RESULTS)
+	$(BIN)/python -m pytest -q -ra -m gpu tests/unit/test_embedding_gpu.py
+	$(BIN)/python -m jobs.bench_embed_device --json --out $(RESULTS)/embed_device.json
 
 bench-report: setup
 	$(BIN)/python -m jobs.bench_report
