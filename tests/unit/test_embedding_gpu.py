@@ -55,6 +55,7 @@ def test_auto_picks_the_gpu_with_the_torch_backend_in_fp16(gpu_model: SentenceTr
     assert gpu_model.device == "cuda"
     assert gpu_model.version.backend == "torch"
     assert next(gpu_model._model.parameters()).dtype == torch.float16
+    assert gpu_model.encode_batch_size == 512  # the GPU default (encode_batch_size unset)
     vectors = gpu_model.encode(TEXTS)
     assert vectors.dtype == np.float32 and vectors.shape == (len(TEXTS), 384)
     # fp16 inside, unit length in float32 outside (renormalised after the model)

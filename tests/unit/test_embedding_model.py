@@ -107,10 +107,25 @@ async def test_mixed_lengths_run_in_length_sorted_micro_batches(model: SentenceT
     texts = ["hi", "word " * 120, "ok then", "memory " * 30, "x", "word " * 118, "y z", "memory " * 31]
     groups = model.micro_batches(model.token_lengths(texts))
     assert sorted(i for g in groups for i in g) == list(range(len(texts)))
-    assert all(len(g) <= model._settings.encode_batch_size for g in groups)
+    assert all(len(g) <= model.encode_batch_size for g in groups)
     lengths = model.token_lengths(texts)
     for g in groups:  # a group never pads a short text up to a long one
         assert max(lengths[i] for i in g) <= 1.25 * min(lengths[i] for i in g) + 4
     result = await model.embed(texts)
     one_by_one = np.vstack([model._model.encode([t], normalize_embeddings=True) for t in texts])
     np.testing.assert_allclose(result.vectors, one_by_one, atol=1e-5)
+
+
+def test_encode_batch_size_defaults_per_device_and_an_explicit_one_wins() -> None:
+    default = SentenceTransformerEmbedder(EmbeddingSettings(cpu_threads=1, backend="torch", device="cpu"))
+    explicit = SentenceTransformerEmbedder(
+        EmbeddingSettings(cpu_threads=1, backend="torch", device="cpu", encode_batch_size=3)
+    )
+    try:
+        assert default.encode_batch_size == 32
+        assert explicit.encode_batch_size == 3
+        groups = explicit.micro_batches([8] * 10)  # equal lengths: only the size limit splits them
+        assert [len(g) for g in groups] == [3, 3, 3, 1]
+    finally:
+        default.close()
+        explicit.close()
