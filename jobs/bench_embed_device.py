@@ -9,11 +9,12 @@ reports, on LoCoMo turns and SciFact abstracts:
 - ``cosine_vs_cpu_mean`` / ``cosine_vs_cpu_min``: each text's vector against the same model in fp32 on
   the CPU of the same machine (the accelerator's fp16 vectors share the torch model version, so they
   must agree with the CPU's to well within the 0.99 the ONNX backend is held to);
-- ``cpu_turns_per_s``: the CPU's torch throughput on the same machine, for the ratio.
+- ``cpu_turns_per_s``: the CPU's fp32 torch throughput on the same machine (every core it may use,
+  batch size 32, the same turns and rounds), for ``speedup_vs_cpu``.
 
 It needs no Redis, Postgres or Ray; ``HYBRIDMEM_BENCH_DATA`` points at the bench data and
-``--model`` at a model directory when the packaged one is not installed. Exits 2 when no accelerator
-is visible to torch (the figures would be CPU figures under a GPU name).
+``--model`` at a model directory when the packaged one is not installed. Exits 2 when torch sees no
+accelerator or the model does not land on it (the figures would be CPU figures under a GPU name).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from jobs.bench_embed_backends import load_abstracts, load_texts
+from jobs.bench_embed_backends import BENCH_DATA, load_abstracts, load_texts
 from jobs.bench_provenance import RunProvenance
 
 BATCH_SIZES = (32, 128, 512)
@@ -58,7 +59,26 @@ def _rate(embedder: Any, texts: Sequence[str], rounds: int) -> float:
     return best
 
 
+def agreement(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    """Mean and minimum cosine between the rows of ``a`` and ``b`` (same shape; any lengths)."""
+    cosines = np.sum(a * b, axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+    return float(cosines.mean()), float(cosines.min())
+
+
+def _on_gpu(embedder: Any) -> bool:
+    return bool(embedder.device.startswith("cuda"))
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 def run(model: str, turns: int, abstracts: int, rounds: int, cpu_sample: int) -> dict[str, Any]:
+    import asyncio
+
     import torch
 
     if not torch.cuda.is_available():
@@ -66,18 +86,25 @@ def run(model: str, turns: int, abstracts: int, rounds: int, cpu_sample: int) ->
     provenance = RunProvenance()
     turn_texts = load_texts(turns)
     abstract_texts = load_abstracts(abstracts)
+    sample = turn_texts[:cpu_sample] + abstract_texts[: cpu_sample // 2]
     result: dict[str, Any] = {
         "bench": "embed_device",
         "device_name": torch.cuda.get_device_name(0),
         "torch": torch.__version__,
+        "data": "bench" if (BENCH_DATA / "locomo" / "locomo_dev.json").is_file() else "synthetic turns",
         "turns": len(turn_texts),
         "abstracts": len(abstract_texts),
+        "rounds": rounds,
         "turns_per_s": {},
         "abstracts_per_s": {},
     }
-    gpu_vectors: dict[str, np.ndarray] = {}
+    gpu_sample: np.ndarray | None = None
     for bs in BATCH_SIZES:
         embedder = _embedder(model, "auto", bs)
+        if not _on_gpu(embedder):
+            embedder.close()
+            print(f"error: embedding.device auto chose {embedder.device!r}, not a GPU", file=sys.stderr)
+            raise SystemExit(2)
         result["device"] = embedder.device
         result["model_version"] = embedder.version.key
         result["dtype"] = str(next(embedder._model.parameters()).dtype)
@@ -85,33 +112,30 @@ def run(model: str, turns: int, abstracts: int, rounds: int, cpu_sample: int) ->
         if abstract_texts:
             result["abstracts_per_s"][str(bs)] = round(_rate(embedder, abstract_texts, rounds), 1)
         if bs == BATCH_SIZES[-1]:
-            sample = turn_texts[:cpu_sample] + abstract_texts[: cpu_sample // 2]
-            gpu_vectors["sample"] = embedder.encode(sample)
+            gpu_sample = embedder.encode(sample)
             # The async path the deployment serves through (worker thread) gives the same vectors.
-            import asyncio
-
             served = asyncio.run(embedder.embed(sample[:64]))
             result["embed_matches_encode"] = bool(
-                np.allclose(np.asarray(served.vectors), gpu_vectors["sample"][:64], atol=2e-3)
+                np.allclose(np.asarray(served.vectors), gpu_sample[:64], atol=2e-3)
             )
         embedder.close()
+    assert gpu_sample is not None
     result["turns_per_s_best"] = max(result["turns_per_s"].values())
     if result["abstracts_per_s"]:
         result["abstracts_per_s_best"] = max(result["abstracts_per_s"].values())
-    cpu = _embedder(model, "cpu", 64, threads=os.cpu_count() or 1)
-    sample = turn_texts[:cpu_sample] + abstract_texts[: cpu_sample // 2]
+    # The CPU in fp32, every core, at its own best batch size (32), over the same turns and rounds.
+    cpu = _embedder(model, "cpu", 32, threads=_cores())
     cpu_vectors = cpu.encode(sample)
-    result["cpu_threads"] = os.cpu_count()
-    result["cpu_turns_per_s"] = round(_rate(cpu, turn_texts[:cpu_sample], 1), 1)
+    result["cpu_threads"] = _cores()
+    result["cpu_turns_per_s"] = round(_rate(cpu, turn_texts, rounds), 1)
     result["cpu_version_matches"] = cpu.version.key == result["model_version"]
     cpu.close()
-    gpu_sample = gpu_vectors["sample"]
+    result["cpu_sample_turns"] = min(cpu_sample, len(turn_texts))
+    result["cpu_sample_abstracts"] = min(cpu_sample // 2, len(abstract_texts))
     result["gpu_norm_max_error"] = round(float(np.abs(np.linalg.norm(gpu_sample, axis=1) - 1).max()), 8)
-    cosines = np.sum(cpu_vectors * gpu_sample, axis=1) / (
-        np.linalg.norm(cpu_vectors, axis=1) * np.linalg.norm(gpu_sample, axis=1)
-    )
-    result["cosine_vs_cpu_mean"] = round(float(cosines.mean()), 6)
-    result["cosine_vs_cpu_min"] = round(float(cosines.min()), 6)
+    mean, low = agreement(cpu_vectors, gpu_sample)
+    result["cosine_vs_cpu_mean"] = round(mean, 6)
+    result["cosine_vs_cpu_min"] = round(low, 6)
     result["speedup_vs_cpu"] = round(result["turns_per_s_best"] / result["cpu_turns_per_s"], 2)
     result["provenance"] = provenance.record()
     return result
@@ -127,12 +151,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print the result as one JSON line")
     parser.add_argument("--out", help="also write the JSON result to this file")
     args = parser.parse_args(argv)
-    try:
-        result = run(args.model, args.turns, args.abstracts, args.rounds, args.cpu_sample)
-    except SystemExit as exc:
-        if exc.code == 2:
-            print("error: torch sees no accelerator (torch.cuda.is_available() is false)", file=sys.stderr)
-        raise
+    import torch
+
+    if not torch.cuda.is_available():
+        print("error: torch sees no accelerator (torch.cuda.is_available() is false)", file=sys.stderr)
+        return 2
+    result = run(args.model, args.turns, args.abstracts, args.rounds, args.cpu_sample)
     if args.out:
         with open(args.out, "w") as fh:
             json.dump(result, fh, indent=2)

@@ -18,7 +18,6 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from core.embedding.sentence_model import SentenceTransformerEmbedder  # noqa: E402
-from core.errors import ModelUnavailable  # noqa: E402
 from core.settings import EmbeddingSettings  # noqa: E402
 
 pytestmark = [
@@ -81,8 +80,3 @@ def test_served_path_flags_truncation_and_matches_encode(gpu_model: SentenceTran
     result = asyncio.run(gpu_model.embed(TEXTS))
     assert result.truncated == [False, False, False, False, True, False]
     np.testing.assert_allclose(np.asarray(result.vectors), gpu_model.encode(TEXTS), atol=2e-3)
-
-
-def test_onnx_backends_refuse_a_gpu_device() -> None:
-    with pytest.raises(ModelUnavailable, match="CPU only"):
-        SentenceTransformerEmbedder(EmbeddingSettings(model=MODEL, device="cuda", backend="onnx-int8"))
