@@ -29,7 +29,7 @@ COMMANDS = {
     "--qrels ../shared/bench/scifact/qrels/train.tsv --json",
     "soak": "hybridmem bench soak --duration 300 --json",
     "faults": "make test-faults FAULTS_JSON=bench/results/faults.json",
-    "embed_device": "make bench-gpu (python -m jobs.bench_embed_device --json; needs a GPU)",
+    "embed_device": "python -m jobs.bench_embed_device --json (make bench-gpu; needs a GPU)",
 }
 
 # Published figures next to ours. Each row: metric, hybridmem result key (file, key path), the
