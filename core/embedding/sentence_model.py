@@ -33,7 +33,7 @@ PACKAGED_MODEL = "all-MiniLM-L6-v2"
 PADDING_SLACK = 0.25  # a micro-batch may hold at most 25% padding tokens (beyond its real tokens)
 # Texts per model call when ``encode_batch_size`` is unset. On 2 CPU cores 32 was the best of 16-128
 # (`hybridmem bench embed`, raw_best_batch_size); on an H200 in fp16, 512 ran 9,766 turns/s against 3,876
-# at 32 (bench/results/embed_device.json), the GPU being idle between small calls.
+# at 32 (bench/results/embed_device.json).
 DEFAULT_ENCODE_BATCH = {"cpu": 32, "cuda": 512}
 
 
