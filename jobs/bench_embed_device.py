@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from collections.abc import Sequence
@@ -29,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from core.embedding.onnx_model import default_threads
 from jobs.bench_embed_backends import BENCH_DATA, load_abstracts, load_texts
 from jobs.bench_provenance import RunProvenance
 
@@ -46,13 +46,9 @@ def _embedder(model: str, device: str, batch_size: int, threads: int | None = No
 
 
 def _rate(embedder: Any, texts: Sequence[str], rounds: int) -> float:
-    import torch
-
     embedder.encode(texts[: min(len(texts), 256)])  # warm-up: kernels, allocator, tokenizer caches
     best = 0.0
     for _ in range(rounds):
-        if embedder.device.startswith("cuda"):
-            torch.cuda.synchronize()
         start = time.perf_counter()
         embedder.encode(texts)  # returns numpy, so the device work is finished when it returns
         best = max(best, len(texts) / (time.perf_counter() - start))
@@ -69,20 +65,12 @@ def _on_gpu(embedder: Any) -> bool:
     return bool(embedder.device.startswith("cuda"))
 
 
-def _cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
 def run(model: str, turns: int, abstracts: int, rounds: int, cpu_sample: int) -> dict[str, Any]:
+    """The benchmark; the caller has checked that torch sees a GPU (:func:`main` does)."""
     import asyncio
 
     import torch
 
-    if not torch.cuda.is_available():
-        raise SystemExit(2)
     provenance = RunProvenance()
     turn_texts = load_texts(turns)
     abstract_texts = load_abstracts(abstracts)
@@ -124,9 +112,10 @@ def run(model: str, turns: int, abstracts: int, rounds: int, cpu_sample: int) ->
     if result["abstracts_per_s"]:
         result["abstracts_per_s_best"] = max(result["abstracts_per_s"].values())
     # The CPU in fp32, every core, at its own best batch size (32), over the same turns and rounds.
-    cpu = _embedder(model, "cpu", 32, threads=_cores())
+    threads = default_threads()
+    cpu = _embedder(model, "cpu", 32, threads=threads)
     cpu_vectors = cpu.encode(sample)
-    result["cpu_threads"] = _cores()
+    result["cpu_threads"] = threads
     result["cpu_turns_per_s"] = round(_rate(cpu, turn_texts, rounds), 1)
     result["cpu_version_matches"] = cpu.version.key == result["model_version"]
     cpu.close()

@@ -199,13 +199,13 @@ class SentenceTransformerEmbedder:
                 vectors = self._model.encode(
                     [texts[i] for i in group],
                     batch_size=len(group),
-                    normalize_embeddings=True,
+                    normalize_embeddings=False,
                     convert_to_numpy=True,
                     show_progress_bar=False,
                 )
                 out[group] = np.asarray(vectors, dtype=np.float32)
-            # On a GPU the model runs (and normalises) in fp16, leaving norms up to 1e-3 off 1:
-            # normalise again in float32 so every backend hands out unit vectors.
+            # Normalised here, once, in float32: on a GPU the model runs in fp16, and normalising
+            # there left norms up to 1e-3 off 1.
             norms = np.linalg.norm(out, axis=1, keepdims=True)
             np.divide(out, norms, out=out, where=norms > 0)
         self.model_calls += 1
