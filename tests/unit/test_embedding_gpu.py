@@ -57,7 +57,7 @@ def test_auto_picks_the_gpu_with_the_torch_backend_in_fp16(gpu_model: SentenceTr
     assert gpu_model.encode_batch_size == 512  # the GPU default (encode_batch_size unset)
     vectors = gpu_model.encode(TEXTS)
     assert vectors.dtype == np.float32 and vectors.shape == (len(TEXTS), 384)
-    # fp16 inside, unit length in float32 outside (renormalised after the model)
+    # fp16 inside, unit length in float32 outside (normalised after the model)
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
 
 
