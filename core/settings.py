@@ -81,6 +81,14 @@ class EmbeddingSettings(BaseModel):
         ge=1,
         description="Texts per model call (default: 32 on CPU, 512 on a GPU, the best measured on each)",
     )
+    bulk_slice_ms: float = Field(
+        50.0,
+        gt=0,
+        description=(
+            "Requests longer than one model batch (consolidation, re-embeds) run in model calls of about"
+            " this long while queries are coming, and queries go first in between"
+        ),
+    )
     cache_enabled: bool = Field(True, description="Redis embedding cache in front of the model")
     cache_ttl_s: int = Field(30 * 24 * 3600, ge=1, description="Embedding cache entry TTL")
     ollama_url: str | None = Field(None, description="Ollama base URL used as fallback model host")

@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import collections
+import contextlib
 import logging
+import math
 import time
 from collections.abc import Sequence
 from typing import Any, cast
@@ -35,11 +37,26 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MAX_BATCH_SIZE = 64
 DEFAULT_BATCH_WAIT_TIMEOUT_S = 0.005
+BULK_QUIET_S = 1.0  # no short request for this long: bulk chunks go back to full batches
+BULK_RATE_WINDOW = 16  # recent model calls that set the texts/s a bulk chunk is sized by
 
 
 def _count_texts(requests: list[list[str]]) -> int:
     """@serve.batch sizes a batch in texts, not requests: max_batch_size bounds one model call."""
     return sum(len(texts) for texts in requests)
+
+
+def bulk_chunk_size(recent: Sequence[tuple[int, int, float]], *, cap: int, slice_s: float, busy: bool) -> int:
+    """Texts in a bulk chunk: about ``slice_s`` of model time while short requests are coming, else ``cap``.
+
+    ``recent`` holds (requests, texts, seconds) of recent model calls; their texts per second set the
+    size. ``cap`` is one model batch (at most one queue batch); with no history the chunk is ``cap``.
+    """
+    seconds = sum(s for _, _, s in recent)
+    if not busy or seconds <= 0:
+        return cap
+    rate = sum(n for _, n, _ in recent) / seconds
+    return max(1, min(cap, int(rate * slice_s)))
 
 
 def _merge(parts: Sequence[EmbedResult], version: ModelVersion) -> EmbedResult:
@@ -53,17 +70,35 @@ def _merge(parts: Sequence[EmbedResult], version: ModelVersion) -> EmbedResult:
 
 
 class _BatchedModel:
-    """TextEmbedder view of the replica's batch queue: splits large requests into batch-sized chunks."""
+    """TextEmbedder view of the replica's model: short requests share batches, long ones take turns.
+
+    A request of at most one model batch (``encode_batch_size``, at most ``max_batch_size``) joins the
+    @serve.batch queue, where concurrent callers' texts share one model call. A longer one (a
+    consolidation pass, a re-embed, a large ``/v1/embeddings`` call) is bulk work: it runs one chunk at
+    a time behind a replica-wide gate, each chunk sized to take about ``bulk_slice_ms`` while short
+    requests are coming, and it waits while they are pending. A query that arrives during bulk work
+    then waits for about one slice, not for everything queued before it.
+    """
 
     def __init__(self, owner: Embedder) -> None:
         self._owner = owner
 
     async def embed(self, texts: Sequence[str]) -> EmbedResult:
-        size = self._owner.max_batch_size
-        chunks = [list(texts[i : i + size]) for i in range(0, len(texts), size)]
+        owner = self._owner
         with metrics.METRICS.embedding_queue_depth.track(len(texts)):
-            parts = await asyncio.gather(*(self._owner._embed_batch(chunk) for chunk in chunks))
-        return _merge(parts, await self._owner._model.model_version())
+            if len(texts) <= owner.model_batch_texts():
+                owner._short_pending += 1
+                owner._short_seen_at = time.monotonic()
+                owner._short_idle.clear()
+                try:
+                    parts = [await owner._embed_batch(list(texts))]
+                finally:
+                    owner._short_pending -= 1
+                    if not owner._short_pending:
+                        owner._short_idle.set()
+            else:
+                parts = await owner._embed_bulk(texts)
+        return _merge(parts, await owner._model.model_version())
 
     async def model_version(self) -> ModelVersion:
         return await self._owner._model.model_version()
@@ -89,6 +124,12 @@ class Embedder:
         self._batcher.set_max_batch_size(emb.max_batch_size)
         self._batcher.set_batch_wait_timeout_s(emb.batch_wait_timeout_s)
         self._recent_batches: collections.deque[tuple[int, int, float]] = collections.deque(maxlen=512)
+        self._bulk_gate = asyncio.Lock()  # one chunk of bulk work at a time in front of the model
+        self._bulk_slice_s = emb.bulk_slice_ms / 1000
+        self._short_pending = 0  # short requests waiting for (or in) a model call
+        self._short_idle = asyncio.Event()
+        self._short_idle.set()
+        self._short_seen_at = -math.inf  # when the last short request came (time.monotonic())
         self._redis: aioredis.Redis | None = None
         self._front: TextEmbedder = _BatchedModel(self)
         if emb.cache_enabled and self._settings.redis.url:
@@ -145,6 +186,41 @@ class Embedder:
             )
             start = end
         return out
+
+    def model_batch_texts(self) -> int:
+        """One model batch: the model's ``encode_batch_size``, at most ``max_batch_size``; longer is bulk."""
+        model_batch = getattr(self._model, "encode_batch_size", None)
+        return min(self.max_batch_size, model_batch) if isinstance(model_batch, int) else self.max_batch_size
+
+    def bulk_chunk_texts(self) -> int:
+        """Texts in the next bulk chunk (:func:`bulk_chunk_size` over this replica's recent model calls)."""
+        return bulk_chunk_size(
+            list(self._recent_batches)[-BULK_RATE_WINDOW:],
+            cap=self.model_batch_texts(),
+            slice_s=self._bulk_slice_s,
+            busy=time.monotonic() - self._short_seen_at <= BULK_QUIET_S,
+        )
+
+    async def _embed_bulk(self, texts: Sequence[str]) -> list[EmbedResult]:
+        """A long request, chunk by chunk, giving way to short requests between chunks.
+
+        The model runs its calls one at a time in arrival order. Before each chunk the bulk caller waits
+        (up to one slice, so it is never starved) until no short request is pending. Concurrent bulk
+        requests alternate chunks (the gate is a FIFO lock).
+        """
+        parts: list[EmbedResult] = []
+        start = 0
+        while start < len(texts):
+            async with self._bulk_gate:
+                if self._short_pending:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._short_idle.wait(), self._bulk_slice_s)
+                chunk = list(texts[start : start + self.bulk_chunk_texts()])
+                started = time.perf_counter()
+                parts.append(await self._model.embed(chunk))
+                self._recent_batches.append((1, len(chunk), time.perf_counter() - started))
+            start += len(chunk)
+        return parts
 
     async def embed(self, texts: list[str]) -> EmbedResult:
         """Embed ``texts`` (any number: split into batch-sized chunks, cache hits answered from Redis)."""

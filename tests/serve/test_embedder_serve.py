@@ -126,6 +126,52 @@ def test_large_request_is_split_into_batches_and_matches_the_local_model(serve_p
     assert info["max_seq_length"] == 256 and info["key"] == result.version.key
 
 
+def test_short_requests_overtake_bulk_work(serve_port: int) -> None:
+    """A query sent while a long request is being encoded is answered before that request finishes."""
+    handle = _deploy({"max_batch_size": 16, "batch_wait_timeout_s": 0.0})
+    calls_before = len(handle.batch_stats.remote().result()["batches"])
+    bulk_texts = [f"episode {i}: the team moved the launch review to Thursday" for i in range(480)]
+    done_at: dict[str, float] = {}
+
+    def wait_for_bulk() -> Any:
+        result = handle.embed.remote(bulk_texts).result(timeout_s=300)
+        done_at["bulk"] = time.monotonic()
+        return result
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        bulk = pool.submit(wait_for_bulk)
+        deadline = time.monotonic() + 120
+        while len(handle.batch_stats.remote().result()["batches"]) == calls_before:  # bulk work has begun
+            assert time.monotonic() < deadline and not bulk.done(), "the bulk request never reached the model"
+            time.sleep(0.02)
+        queries = []
+        for i in range(3):
+            queries.append(handle.embed.remote([bulk_texts[i * 100]]).result(timeout_s=120))
+            done_at[f"query {i}"] = time.monotonic()
+        result = bulk.result()
+    assert "bulk" in done_at and all(done_at[f"query {i}"] < done_at["bulk"] for i in range(3)), done_at
+    assert len(result.vectors) == 480 and not any(result.truncated)
+    for i, query in enumerate(queries):  # chunks came back in order
+        np.testing.assert_allclose(result.vectors[i * 100], query.vectors[0], atol=1e-5)
+    chunks = [texts for _, texts, _ in handle.batch_stats.remote().result()["batches"][calls_before:]]
+    assert max(chunks) <= 16 and sum(chunks) == 480 + 3, chunks
+
+
+def test_embed_benchmark_measures_queries_beside_bulk_work(serve_port: int) -> None:
+    from jobs.bench_embed import queries_under_bulk
+
+    _deploy({"max_batch_size": 16, "batch_wait_timeout_s": 0.002})
+    texts = [f"turn {i}: we should book the venue before the end of the month" for i in range(64)]
+    result = queries_under_bulk(
+        f"http://127.0.0.1:{serve_port}{ROUTE}", texts, texts, seconds=2, bulk_texts=48
+    )
+    assert result["bulk_request_texts"] == 48 and "bulk_sent_per_s" not in result["idle"]
+    for phase in ("idle", "under_bulk"):
+        figures = result[phase]
+        assert figures["queries"] >= 1 and 0 < figures["p50_ms"] <= figures["p95_ms"] <= figures["max_ms"]
+    assert result["under_bulk"]["bulk_sent_per_s"] > 0
+
+
 def test_http_and_handle_embedder(serve_port: int) -> None:
     import asyncio
 
