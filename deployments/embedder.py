@@ -10,6 +10,7 @@ import asyncio
 import base64
 import collections
 import contextlib
+import itertools
 import logging
 import math
 import time
@@ -195,7 +196,7 @@ class Embedder:
     def bulk_chunk_texts(self) -> int:
         """Texts in the next bulk chunk (:func:`bulk_chunk_size` over this replica's recent model calls)."""
         return bulk_chunk_size(
-            list(self._recent_batches)[-BULK_RATE_WINDOW:],
+            list(itertools.islice(reversed(self._recent_batches), BULK_RATE_WINDOW)),
             cap=self.model_batch_texts(),
             slice_s=self._bulk_slice_s,
             busy=time.monotonic() - self._short_seen_at <= BULK_QUIET_S,
