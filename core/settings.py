@@ -65,6 +65,16 @@ class EmbeddingSettings(BaseModel):
         "auto",
         description="auto: torch on GPU; on CPU ONNX Runtime, int8 where the CPU has VNNI (else fp32)",
     )
+    int8_min_cosine: float = Field(
+        0.99,
+        ge=0.0,
+        le=1.0,
+        description=(
+            "An int8 export serves only if its vectors agree with its fp32 graph's at least this well"
+            " (mean cosine over fixed calibration texts, measured once at export); below it, auto takes"
+            " fp32 ONNX and onnx-int8 refuses to start"
+        ),
+    )
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N (ONNX backends: CPU only)")
     cpu_threads: int | None = Field(
         None,

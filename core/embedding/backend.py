@@ -2,7 +2,9 @@
 
 Measured on a 2-core AVX-512 VNNI CPU (docs/capacity.md): ONNX int8 ≈ 3× torch's throughput at a mean
 cosine of 0.993 against torch; fp32 ONNX ≈ 1.2× with identical vectors. Without VNNI, u8×s8 dot
-products can saturate and lose accuracy, so ``auto`` stays at fp32 there.
+products can saturate and lose accuracy, so ``auto`` stays at fp32 there. Where a model's int8 export
+agrees with its fp32 graph less than ``embedding.int8_min_cosine`` (core.embedding.onnx_export), the
+embedder serves fp32 ONNX instead.
 """
 
 from __future__ import annotations

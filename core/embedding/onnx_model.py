@@ -53,6 +53,7 @@ class OnnxSentenceModel:
         variant: Variant,
         cache_dir: Path,
         threads: int | None = None,
+        min_cosine: float | None = None,
     ) -> None:
         try:
             import onnxruntime as ort
@@ -61,7 +62,7 @@ class OnnxSentenceModel:
             raise ModelUnavailable(f"the ONNX backend needs onnxruntime installed: {exc}") from exc
         self.layout: ModelLayout = read_layout(model_dir)
         self.variant = variant
-        self.path = ensure_exported(name, model_dir, variant, cache_dir)
+        self.path = ensure_exported(name, model_dir, variant, cache_dir, min_cosine=min_cosine)
         self.max_seq_length = self.layout.max_seq_length
         options = ort.SessionOptions()
         options.intra_op_num_threads = 1

@@ -2,7 +2,8 @@
 
 Two backends behind one class: torch (sentence-transformers itself) and ONNX Runtime (an export of the
 same weights, fp32 or int8; core.embedding.onnx_model). ``embedding.backend`` picks one; ``auto`` takes
-ONNX on CPU when it loads and falls back to torch, with a warning, when it does not.
+ONNX on CPU when it loads and falls back to torch, with a warning, when it does not; where it picks int8
+and the model's int8 export fails its agreement check, it takes fp32 ONNX.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from core.embedding.backend import Backend, resolve_backend
-from core.embedding.onnx_export import default_cache_dir
+from core.embedding.onnx_export import Int8QualityTooLow, default_cache_dir
 from core.embedding.onnx_model import OnnxSentenceModel
 from core.embedding.types import EmbedResult
 from core.embedding.version import sentence_model_version
@@ -90,7 +91,16 @@ class SentenceTransformerEmbedder:
         )
         backend: Backend = resolve_backend(settings.backend, self.device)
         model: Any = None
-        if backend != "torch":
+        if backend == "onnx-int8" and settings.backend == "auto":
+            try:
+                model = self._load_onnx(backend)
+            except Int8QualityTooLow as exc:  # this model does not survive int8: fp32 ONNX instead
+                log.warning("int8 export refused, using fp32 ONNX: %s", exc.message)
+                backend = "onnx"
+            except ModelUnavailable as exc:
+                log.warning("ONNX embedding backend unavailable, using torch: %s", exc.message)
+                backend = "torch"
+        if model is None and backend != "torch":
             try:
                 model = self._load_onnx(backend)
             except ModelUnavailable as exc:
@@ -146,6 +156,7 @@ class SentenceTransformerEmbedder:
             variant="int8" if backend == "onnx-int8" else "fp32",
             cache_dir=self._settings.model_cache_dir or default_cache_dir(),
             threads=self._settings.cpu_threads,
+            min_cosine=self._settings.int8_min_cosine,
         )
 
     def token_lengths(self, texts: Sequence[str]) -> list[int]:

@@ -19,12 +19,16 @@ import numpy as np
 import pytest
 
 from core.embedding.backend import cpu_has_int8_dot, resolve_backend
+from core.embedding.calibration import CALIBRATION_TEXTS
 from core.embedding.onnx_export import (
+    AGREEMENT_KEY,
     META_FILE,
     MODEL_FILE,
+    Int8QualityTooLow,
     Variant,
     cached_model,
     default_cache_dir,
+    ensure_exported,
     export_key,
 )
 from core.embedding.sentence_model import SentenceTransformerEmbedder, resolve_model_dir
@@ -139,6 +143,71 @@ def test_second_load_reuses_the_export(
     assert EXPORT_LOG not in caplog.text
     meta = json.loads((model_file.parent / META_FILE).read_text())
     assert meta["variant"] == "int8" and meta["pooling"] == "mean" and meta["max_seq_length"] == 256
+
+
+def test_an_int8_export_records_how_well_it_agrees_with_fp32(
+    onnx_cache: Path, int8_model: SentenceTransformerEmbedder
+) -> None:
+    meta = json.loads((entry(onnx_cache, "int8") / META_FILE).read_text())
+    agreement = meta[AGREEMENT_KEY]
+    assert agreement["texts"] == len(CALIBRATION_TEXTS) >= 40
+    # all-MiniLM-L6-v2 holds int8 (0.9926 measured); a broken quantisation lands far lower (mpnet: 0.90).
+    assert 0.99 <= agreement["cosine_mean"] < 1.0
+    assert 0.9 < agreement["cosine_min"] <= agreement["cosine_mean"]
+
+
+def test_an_int8_export_below_the_bar_is_refused_and_auto_serves_fp32(
+    onnx_cache: Path, int8_model: SentenceTransformerEmbedder, caplog: pytest.LogCaptureFixture
+) -> None:
+    strict = {"int8_min_cosine": 0.9999}  # above what this model's int8 export reaches
+    int8_file = entry(onnx_cache, "int8") / MODEL_FILE
+    before = int8_file.stat()
+    with pytest.raises(Int8QualityTooLow, match=r"does not hold its quality: mean cosine 0\.99") as refused:
+        SentenceTransformerEmbedder(settings(onnx_cache, "onnx-int8", **strict))
+    assert "embedding.int8_min_cosine 0.9999" in refused.value.message
+    with caplog.at_level(logging.INFO):
+        model = SentenceTransformerEmbedder(settings(onnx_cache, "auto", **strict))
+    try:
+        assert model.version.backend == "onnx"  # fp32 ONNX, not torch
+        if cpu_has_int8_dot():
+            assert "int8 export refused, using fp32 ONNX" in caplog.text
+        after = int8_file.stat()  # the refused entry stays cached: it is judged, not exported again
+        assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    finally:
+        model.close()
+    # At the default bar the same export serves.
+    default = SentenceTransformerEmbedder(settings(onnx_cache, "onnx-int8"))
+    default.close()
+    assert default.version.backend == "onnx-int8"
+
+
+def test_an_older_int8_entry_gets_its_agreement_measured_once(
+    onnx_cache: Path,
+    int8_model: SentenceTransformerEmbedder,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    cache = tmp_path / "cache"
+    source = entry(onnx_cache, "int8")
+    shutil.copytree(source, cache / source.name)
+    meta_path = cache / source.name / META_FILE
+    meta = json.loads(meta_path.read_text())
+    recorded = meta.pop(AGREEMENT_KEY)
+    meta_path.write_text(json.dumps(meta))  # as exported before the agreement was recorded
+    model_file = cache / source.name / MODEL_FILE
+    before = model_file.stat()
+    name, model_dir = resolve_model_dir("all-MiniLM-L6-v2")
+    with caplog.at_level(logging.INFO, logger="core.embedding.onnx_export"):
+        assert ensure_exported(name, model_dir, "int8", cache, min_cosine=0.99) == model_file
+        ensure_exported(name, model_dir, "int8", cache, min_cosine=0.99)
+    assert caplog.text.count("measured int8 agreement") == 1
+    assert EXPORT_LOG not in caplog.text
+    after = model_file.stat()
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    assert json.loads(meta_path.read_text())[AGREEMENT_KEY] == recorded
+    assert not list(cache.glob(".tmp-*"))
+    with pytest.raises(Int8QualityTooLow):
+        ensure_exported(name, model_dir, "int8", cache, min_cosine=0.9999)
 
 
 def test_the_package_directory_is_only_read(int8_model: SentenceTransformerEmbedder) -> None:
