@@ -222,6 +222,8 @@ def compare_backends(
             "backend_cosine_min": round(float(cosines.min()), 4),
             "backend_cosine_turns": round(float(cos_turns.mean()), 4),
             "backend_cosine_abstracts": round(float(cos_abs.mean()), 4) if abstracts else None,
+            # int8 only: the export's own check against its fp32 graph (embedding.int8_min_cosine).
+            "backend_int8_agreement": closers[-1].int8_agreement,
             "backend_compared": {"torch": torch_name, "optimised": opt_name},
             "backend_sent_per_s": {n: round(r, 1) for n, r in turn_rates.items()},
             "backend_abstract_sent_per_s": {n: round(r, 1) for n, r in abstract_rates.items()},

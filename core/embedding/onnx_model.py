@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from core.embedding.onnx_export import ModelLayout, Variant, ensure_exported, read_layout
+from core.embedding.onnx_export import ModelLayout, Variant, ensure_exported, int8_agreement, read_layout
 from core.errors import ModelUnavailable
 
 log = logging.getLogger(__name__)
@@ -63,6 +63,10 @@ class OnnxSentenceModel:
         self.layout: ModelLayout = read_layout(model_dir)
         self.variant = variant
         self.path = ensure_exported(name, model_dir, variant, cache_dir, min_cosine=min_cosine)
+        # int8 only: mean/min cosine against the fp32 graph on the calibration texts (export.json).
+        self.agreement: dict[str, Any] | None = (
+            int8_agreement(self.path.parent, model_dir) if variant == "int8" else None
+        )
         self.max_seq_length = self.layout.max_seq_length
         options = ort.SessionOptions()
         options.intra_op_num_threads = 1

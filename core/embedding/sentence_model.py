@@ -130,6 +130,7 @@ class SentenceTransformerEmbedder:
                 "device": self.device,
                 "encode_batch_size": self.encode_batch_size,
                 "dimension": self.version.dimension,
+                "int8_agreement": self.int8_agreement,
             },
         )
 
@@ -253,6 +254,12 @@ class SentenceTransformerEmbedder:
 
     async def model_version(self) -> ModelVersion:
         return self.version
+
+    @property
+    def int8_agreement(self) -> dict[str, Any] | None:
+        """An int8 export's recorded cosine against its fp32 graph (mean, min, texts); else None."""
+        agreement: dict[str, Any] | None = getattr(self._model, "agreement", None)
+        return agreement
 
     async def info(self) -> dict[str, Any]:
         """What ``GET /v1/embeddings/model`` reports (like TEI's ``/info``)."""

@@ -150,6 +150,7 @@ def test_an_int8_export_records_how_well_it_agrees_with_fp32(
 ) -> None:
     meta = json.loads((entry(onnx_cache, "int8") / META_FILE).read_text())
     agreement = meta[AGREEMENT_KEY]
+    assert int8_model.int8_agreement == agreement
     assert agreement["texts"] == len(CALIBRATION_TEXTS) >= 40
     # all-MiniLM-L6-v2 holds int8 (0.9926 measured); a broken quantisation lands far lower (mpnet: 0.90).
     assert 0.99 <= agreement["cosine_mean"] < 1.0
