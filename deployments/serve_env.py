@@ -14,6 +14,10 @@ on the caller's event loop (a handle then works only inside a running loop, and 
 consolidation job's Ray tasks and synchronous callers need the router's own loop); and the replica's
 4 MiB gRPC receive limit, which an upsert of a large consolidation batch exceeds.
 
+The proxy's first readiness check gets 60 s instead of 5: Serve's controller kills a proxy that is
+not ready within that time and starts another, but ``serve.start`` waits on the first one and fails
+with ``ActorDiedError``. On the 2-core machine with three busy loops beside it, a bench start failed
+that way with Serve's 5 s and started with 60 s (2 of 2 each, 2026-12-05).
 One setting is not Serve's: ``MALLOC_ARENA_MAX=2`` caps glibc's malloc arenas in every Ray process.
 Ray's worker processes run dozens of threads, and glibc gives concurrent threads arenas of their own
 (up to 8 per core) whose freed pages it rarely hands back, so resident memory ratchets up under load
@@ -36,6 +40,7 @@ SERVE_ENV_DEFAULTS: dict[str, str] = {
     "RAY_SERVE_ENABLE_DIRECT_INGRESS": "0",
     "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "1",
     "RAY_SERVE_REPLICA_GRPC_MAX_MESSAGE_LENGTH": str(512 * 1024 * 1024),
+    "RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S": "60",
     "MALLOC_ARENA_MAX": "2",
 }
 
