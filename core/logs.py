@@ -185,13 +185,34 @@ class _PlainFormatter(logging.Formatter):
         return redact(super().format(record))
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is when a record is emitted (as ``logging.lastResort`` does).
+
+    A handler bound to the stderr of the moment keeps a stream that a test runner or a wrapper may
+    swap out and close; a later record (a library's atexit hook, say) then fails with "I/O operation
+    on closed file" instead of reaching the stderr in place.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: TextIO) -> None:  # StreamHandler.__init__ assigns it; always sys.stderr
+        pass
+
+
 def configure_logging(level: str = "INFO", *, json: bool = True, stream: TextIO | None = None) -> None:
-    """Install (or replace) hybridmem's root handler: JSON or plain lines on ``stream`` (stderr)."""
+    """Install (or replace) hybridmem's root handler: JSON or plain lines on ``stream`` (default: the
+    process's stderr, looked up at each record)."""
     root = logging.getLogger()
     for handler in list(root.handlers):
         if handler.get_name() == _HANDLER_NAME:
             root.removeHandler(handler)
-    handler = logging.StreamHandler(stream or sys.stderr)
+    handler = logging.StreamHandler(stream) if stream is not None else _StderrHandler()
     handler.set_name(_HANDLER_NAME)
     handler.addFilter(RedactingFilter())
     plain = "%(asctime)s %(levelname)s %(name)s [%(request_id_text)s] %(message)s"

