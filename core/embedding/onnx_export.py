@@ -24,10 +24,13 @@ import tempfile
 import time
 import uuid
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
 
 from core.embedding.version import ONNX_EXPORT_FORMAT, weights_revision
 from core.errors import ModelUnavailable
@@ -244,34 +247,44 @@ def _export_locked(model_dir: Path, layout: ModelLayout, variant: Variant, targe
     return target / MODEL_FILE
 
 
+def token_ids(tokenizer: Any, texts: Sequence[str], layout: ModelLayout) -> list[list[int]]:
+    """Each text's ids as the exported graph takes them: no padding, cut at the model's window."""
+    batch = [t.lower() for t in texts] if layout.lowercase else list(texts)
+    enc = tokenizer(
+        batch, padding=False, truncation="longest_first", max_length=layout.max_seq_length,
+        return_attention_mask=False, return_token_type_ids=False,
+    )  # fmt: skip
+    ids: list[list[int]] = enc["input_ids"]
+    return ids
+
+
+def run_one(session: Any, ids: list[int]) -> npt.NDArray[np.float32]:
+    """One text through an exported graph (a run of one has no padding: the mask is all ones)."""
+    input_ids = np.asarray([ids], dtype=np.int64)
+    feed = {"input_ids": input_ids, "attention_mask": np.ones_like(input_ids)}
+    out: npt.NDArray[np.float32] = session.run(None, feed)[0][0]
+    return out
+
+
 def measure_agreement(fp32: Path, int8: Path, model_dir: Path, layout: ModelLayout) -> dict[str, Any]:
     """Cosine between the two graphs' vectors over the calibration texts (one text per run, as served)."""
-    import numpy as np
     import onnxruntime as ort
     from transformers import AutoTokenizer
 
     from core.embedding.calibration import CALIBRATION_TEXTS
 
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
-    texts = [t.lower() for t in CALIBRATION_TEXTS] if layout.lowercase else list(CALIBRATION_TEXTS)
-    ids = tokenizer(
-        texts, padding=False, truncation="longest_first", max_length=layout.max_seq_length,
-        return_attention_mask=False, return_token_type_ids=False,
-    )["input_ids"]  # fmt: skip
+    ids = token_ids(tokenizer, CALIBRATION_TEXTS, layout)
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     vectors = []
     for path in (fp32, int8):
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        rows = []
-        for row in ids:
-            feed = np.asarray([row], dtype=np.int64)
-            rows.append(session.run(None, {"input_ids": feed, "attention_mask": np.ones_like(feed)})[0][0])
-        vectors.append(np.asarray(rows, dtype=np.float64))
+        vectors.append(np.asarray([run_one(session, row) for row in ids], dtype=np.float64))
     a, b = vectors
     cosines = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
     return {
-        "texts": len(texts),
+        "texts": len(ids),
         "cosine_mean": round(float(cosines.mean()), 6),
         "cosine_min": round(float(cosines.min()), 6),
     }
@@ -299,7 +312,7 @@ def int8_agreement(entry: Path, model_dir: Path, *, lock_timeout_s: float = LOCK
             with fresh.open("rb") as fh:
                 os.fsync(fh.fileno())
             fresh.replace(meta_path)
-        except OSError as exc:
+        except Exception as exc:  # torch/onnx raise many types; all mean "cannot judge this export"
             raise ModelUnavailable(f"cannot record the int8 agreement of {entry}: {exc}") from exc
         finally:
             shutil.rmtree(scratch, ignore_errors=True)

@@ -21,7 +21,15 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from core.embedding.onnx_export import ModelLayout, Variant, ensure_exported, int8_agreement, read_layout
+from core.embedding.onnx_export import (
+    ModelLayout,
+    Variant,
+    ensure_exported,
+    int8_agreement,
+    read_layout,
+    run_one,
+    token_ids,
+)
 from core.errors import ModelUnavailable
 
 log = logging.getLogger(__name__)
@@ -93,23 +101,10 @@ class OnnxSentenceModel:
         return self.dimension
 
     def _tokenize(self, texts: Sequence[str]) -> list[list[int]]:
-        batch = [t.lower() for t in texts] if self.layout.lowercase else list(texts)
-        enc = self.tokenizer(
-            batch,
-            padding=False,
-            truncation="longest_first",
-            max_length=self.max_seq_length,
-            return_attention_mask=False,
-            return_token_type_ids=False,
-        )
-        ids: list[list[int]] = enc["input_ids"]
-        return ids
+        return token_ids(self.tokenizer, texts, self.layout)
 
     def _run_one(self, ids: list[int]) -> npt.NDArray[np.float32]:
-        input_ids = np.asarray([ids], dtype=np.int64)
-        feed = {"input_ids": input_ids, "attention_mask": np.ones_like(input_ids)}
-        out: npt.NDArray[np.float32] = self._session.run(None, feed)[0][0]
-        return out
+        return run_one(self._session, ids)
 
     def _probe_dimension(self) -> int:
         return int(self._run_one(self._tokenize(["dimension probe"])[0]).shape[0])

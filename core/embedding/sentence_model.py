@@ -91,18 +91,15 @@ class SentenceTransformerEmbedder:
         )
         backend: Backend = resolve_backend(settings.backend, self.device)
         model: Any = None
-        if backend == "onnx-int8" and settings.backend == "auto":
+        # auto steps down: int8 that fails its agreement check -> fp32 ONNX; ONNX that cannot load -> torch.
+        while model is None and backend != "torch":
             try:
                 model = self._load_onnx(backend)
-            except Int8QualityTooLow as exc:  # this model does not survive int8: fp32 ONNX instead
+            except Int8QualityTooLow as exc:
+                if settings.backend != "auto":
+                    raise
                 log.warning("int8 export refused, using fp32 ONNX: %s", exc.message)
                 backend = "onnx"
-            except ModelUnavailable as exc:
-                log.warning("ONNX embedding backend unavailable, using torch: %s", exc.message)
-                backend = "torch"
-        if model is None and backend != "torch":
-            try:
-                model = self._load_onnx(backend)
             except ModelUnavailable as exc:
                 if settings.backend != "auto":
                     raise
