@@ -148,6 +148,12 @@ class RetrievalSettings(BaseModel):
     lexical_memories: bool = Field(True, description="Lexical tier also searches semantic-memory records")
     working_recent_n: int = Field(3, ge=0, description="Newest session turns the working tier always offers")
     tier_timeout_s: float = Field(2.0, gt=0, description="A tier slower than this is reported degraded")
+    fallback_after_s: float = Field(
+        5.0,
+        gt=0,
+        description="The Ingress answers from Postgres and Redis alone (semantic tier degraded) when the "
+        "Retriever is down or has not answered in this long",
+    )
 
 
 class LimitSettings(BaseModel):

@@ -18,7 +18,7 @@ class AppArgs(BaseModel):
 
 
 def build_app(args: dict[str, Any] | AppArgs) -> Application:
-    """Ingress → Retriever → Embedder, the consolidation scheduler and the VectorStore (embedded Qdrant).
+    """Ingress → Retriever → Embedder and the consolidation scheduler; the Retriever owns an embedded engine.
 
     Serve calls this with serve_config.yaml's ``args``; per-deployment options come from that file.
     """
@@ -33,7 +33,6 @@ def compose_app(
     from deployments.ingress import Ingress
     from deployments.retriever import Retriever
     from deployments.scheduler import ConsolidationScheduler
-    from deployments.vector_store import VectorStore
 
     app_args = args if isinstance(args, AppArgs) else AppArgs.model_validate(args)
     overrides = app_args.settings
@@ -43,10 +42,9 @@ def compose_app(
         return d.options(**opts[d.name]) if d.name in opts else d
 
     embedder = dep(Embedder).bind(overrides)
-    # Always part of the graph so one serve_config.yaml fits both modes; with a Qdrant server every
-    # process talks to the server directly and this replica only answers health checks.
-    vector_store = dep(VectorStore).bind(overrides)
-    retriever = dep(Retriever).bind(overrides, embedder, vector_store)
-    scheduler = dep(ConsolidationScheduler).bind(overrides, embedder, vector_store)
-    app: Application = dep(Ingress).bind(overrides, embedder, retriever, vector_store, scheduler)
+    # With the embedded engine the Retriever owns it and the writers reach it through the Retriever; with
+    # a Qdrant server every process talks to the server directly.
+    retriever = dep(Retriever).bind(overrides, embedder)
+    scheduler = dep(ConsolidationScheduler).bind(overrides, embedder, retriever)
+    app: Application = dep(Ingress).bind(overrides, embedder, retriever, scheduler)
     return app

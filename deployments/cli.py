@@ -170,6 +170,7 @@ _BENCH_OPTIONS = {
     "memories",
     "clients",
     "seconds",
+    "rounds",
     "episodes",
     "batch",
     "url",
@@ -286,7 +287,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--key", help="API key for --url")
     bench.add_argument("--memories", type=int, help="retrieve/soak: memories loaded first")
     bench.add_argument("--clients", type=int, help="concurrent clients")
-    bench.add_argument("--seconds", type=float, help="retrieve: measurement duration")
+    bench.add_argument("--seconds", type=float, help="retrieve: duration of each measured run")
+    bench.add_argument("--rounds", type=int, help="retrieve: rounds of served/limit runs (best counts)")
     bench.add_argument("--episodes", type=int, help="ingest/consolidate: episodes")
     bench.add_argument("--batch", type=int, help="ingest: episodes per request")
     bench.add_argument("--data", help="locomo: conversations JSON; scifact: BEIR directory")

@@ -12,7 +12,6 @@ from core.settings import load_settings
 from deployments.context import api_context
 from deployments.http.api import create_api
 from deployments.metrics_backend import init_observability
-from deployments.retriever import HandleRetriever
 
 
 @serve.deployment(max_ongoing_requests=512, ray_actor_options={"num_cpus": 0.25})
@@ -25,14 +24,12 @@ class Ingress:
         settings: dict[str, Any] | None,
         embedder: DeploymentHandle[Any],
         retriever: DeploymentHandle[Any],
-        vector_store: DeploymentHandle[Any] | None = None,
         scheduler: DeploymentHandle[Any] | None = None,
     ) -> None:
         self._settings = load_settings(settings)
         init_observability(self._settings)
         self._embedder = embedder
         self._retriever = retriever
-        self._vector_store = vector_store
         self._scheduler = scheduler
 
     def __serve_build_asgi_app__(self) -> FastAPI:
@@ -47,8 +44,7 @@ class Ingress:
             return api_context(
                 settings,
                 embedder=self._embedder,
-                vector_store=self._vector_store,
-                retriever=HandleRetriever(self._retriever),
+                retriever=self._retriever,
                 admin=self._scheduler,
             )
 

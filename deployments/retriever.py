@@ -1,135 +1,207 @@
-"""Retriever deployment: hybrid search and token-budgeted context over the three tiers (core logic)."""
+"""Retriever deployment: hybrid search and token-budgeted context, and the semantic engine's owner.
+
+A query crosses Ingress -> Retriever -> Embedder plus the stores. With the embedded engine (qdrant-edge,
+or qdrant-client's local mode) this replica opens it and is its only owner: searches run in process, and
+every writer (the Ingress, consolidation, Ray jobs) reaches the engine through :class:`HandleVectorIndex`.
+With a Qdrant server each replica talks to the server directly, and the deployment scales out.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
+import uuid
 from collections.abc import Sequence
-from datetime import datetime
 from typing import Any
 
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from core import metrics  # module reference: Serve pickles deployment classes by value
-from core.models import ScoredSnippet
+from core.errors import StoreUnavailable
+from core.models import JsonDict, ModelVersion, VectorHit, VectorPoint
 from core.resources import open_resources
-from core.retrieval.bm25_postgres import PostgresBm25Search
-from core.retrieval.hybrid import HybridRetriever
-from core.retrieval.tokens import HFTokenCounter, resolve_tokenizer_path
+from core.retrieval.build import build_hybrid_retriever
 from core.settings import load_settings
-from deployments.context import vector_index_for
+from core.stores.vector_factory import open_vector_index
 from deployments.embedder import HandleEmbedder
+from deployments.http.retrieval import InProcessRetriever
 from deployments.metrics_backend import init_observability
 from deployments.remote import call
 
+log = logging.getLogger(__name__)
 
-def _plain(snippets: Sequence[ScoredSnippet]) -> list[dict[str, Any]]:
-    """Snippets as plain dicts for the trip to the Ingress: pickling pydantic models is far slower."""
-    return [s.model_dump() for s in snippets]
-
-
-def _filters(body: dict[str, Any]) -> dict[str, Any]:
-    out = {k: v for k, v in (body.get("filters") or {}).items() if v is not None}
-    for key in ("created_after", "created_before"):
-        if isinstance(out.get(key), str):
-            out[key] = datetime.fromisoformat(out[key])
-    return out
+ENGINE = "qdrant"  # how a failed engine call is reported (StoreUnavailable's store)
 
 
 @serve.deployment(max_ongoing_requests=256, ray_actor_options={"num_cpus": 0.25})
 class Retriever:
-    """Embeds the query through the Embedder's handle (same model version as the collection)."""
+    """Embeds the query through the Embedder's handle (the collection's model version), searches here."""
 
-    async def __init__(  # type: ignore[misc]
-        self,
-        settings: dict[str, Any] | None,
-        embedder: DeploymentHandle[Any],
-        vector_store: DeploymentHandle[Any] | None = None,
-    ) -> None:
+    async def __init__(self, settings: dict[str, Any] | None, embedder: DeploymentHandle[Any]) -> None:  # type: ignore[misc]
         self._settings = load_settings(settings)
         init_observability(self._settings)
+        self._owns_engine = self._settings.qdrant_backend != "server"
         self._stack = contextlib.AsyncExitStack()
         res = await self._stack.enter_async_context(open_resources(self._settings))
-        vectors = await self._stack.enter_async_context(vector_index_for(self._settings, vector_store))
-        counter = HFTokenCounter.from_file(resolve_tokenizer_path(self._settings.retrieval.tokenizer))
-        r = self._settings.retrieval
-        lexical: Any = res.episodic  # ts_rank_cd over tsvector
-        if r.lexical_backend == "bm25":
-            lexical = PostgresBm25Search(
-                res.pool,
-                k1=r.bm25_k1,
-                b=r.bm25_b,
-                use_context=r.lexical_neighbour_window > 0,
-                neighbour_weight=r.lexical_neighbour_weight,
-                timeout_s=self._settings.postgres.command_timeout_s,
-                prune_df=r.bm25_prune_df,
-                prune_min_docs=r.bm25_prune_min_docs,
-                max_scan_rows=r.bm25_max_scan_rows,
-            )
-        self._core = HybridRetriever(
-            working=res.working,
-            lexical=lexical,
-            vectors=vectors,
-            embedder=HandleEmbedder(embedder),
-            settings=self._settings.retrieval,
-            token_counter=counter,
+        try:
+            self._index = await self._stack.enter_async_context(open_vector_index(self._settings))
+        except StoreUnavailable as exc:
+            await self._stack.aclose()
+            if self._owns_engine:
+                raise StoreUnavailable(
+                    ENGINE,
+                    f"{exc.message}; the embedded engine has exactly one owner, so run one Retriever "
+                    "replica (or point HYBRIDMEM_QDRANT__URL at a Qdrant server to scale out)",
+                ) from exc
+            raise
+        core = build_hybrid_retriever(
+            self._settings, resources=res, vectors=self._index, embedder=HandleEmbedder(embedder)
         )
+        self._reads = InProcessRetriever(core)
+
+    # -- the read path -----------------------------------------------------------------------------
 
     async def search(self, tenant_id: str, body: dict[str, Any]) -> dict[str, Any]:
-        with metrics.METRICS.retrieval_seconds.timer(endpoint="search"):
-            result = await self._core.search(
-                tenant_id=tenant_id,
-                query=body["query"],
-                k=body.get("k"),
-                filters=_filters(body),
-                tiers=body.get("tiers"),
-                mode=body.get("mode", "hybrid"),
-            )
-        metrics.observe_retrieval("search", result.snippets)
-        return {
-            "hits": _plain(result.snippets),
-            "degraded": result.degraded,
-            "top_score": result.top_score,
-            "score_spread": result.score_spread,
-        }
+        return await self._reads.search(tenant_id, body)
 
     async def context(self, tenant_id: str, body: dict[str, Any]) -> dict[str, Any]:
-        with metrics.METRICS.retrieval_seconds.timer(endpoint="context"):
-            result = await self._core.context(
-                tenant_id=tenant_id,
-                query=body["query"],
-                token_budget=body.get("token_budget"),
-                filters=_filters(body),
-                tier_quotas=body.get("tier_quotas"),
-                chronological=body.get("chronological", True),
-                mode=body.get("mode", "hybrid"),
-            )
-        metrics.observe_retrieval(
-            "context", result.snippets, tokens_used=result.tokens_used, token_budget=result.token_budget
+        return await self._reads.context(tenant_id, body)
+
+    # -- the semantic engine, for writers (mirrors core.ports.VectorIndex) --------------------------
+
+    async def ensure_collection(self, version: ModelVersion, make_live: bool = True) -> str:
+        return await self._index.ensure_collection(version, make_live=make_live)
+
+    async def upsert(self, points: list[VectorPoint], collection: str | None = None) -> None:
+        await self._index.upsert(points, collection=collection)
+
+    async def nearest(
+        self,
+        vector: list[float],
+        tenant_id: str,
+        k: int,
+        filters: JsonDict | None = None,
+        collection: str | None = None,
+    ) -> list[VectorHit]:
+        return await self._index.search(
+            vector, tenant_id=tenant_id, k=k, filters=filters, collection=collection
         )
-        return {
-            "context": result.context,
-            "snippets": _plain(result.snippets),
-            "tokens_used": result.tokens_used,
-            "token_budget": result.token_budget,
-            "degraded": result.degraded,
-        }
+
+    async def delete_by_source(self, tenant_id: str, source_ids: list[str]) -> None:
+        await self._index.delete_by_source(tenant_id=tenant_id, source_ids=source_ids)
+
+    async def delete_ids(self, ids: list[uuid.UUID], collection: str | None = None) -> None:
+        await self._index.delete_ids(ids, collection=collection)
+
+    async def count(self, tenant_id: str | None = None, collection: str | None = None) -> int:
+        return await self._index.count(tenant_id=tenant_id, collection=collection)
+
+    async def live_version(self) -> str | None:
+        return await self._index.live_version()
+
+    async def ping(self) -> None:
+        await self._index.ping()
+
+    async def check_health(self) -> None:
+        # Only the engine this replica owns: a Qdrant server being down is not cured by a restart here
+        # (reads report the semantic tier degraded meanwhile).
+        if self._owns_engine:
+            await self._index.ping()
 
     async def __del__(self) -> None:
-        # Serve's documented replica shutdown hook: close the pool and clients this replica opened.
+        # Serve's documented replica shutdown hook: flush the engine, close the pool and clients.
         await self._stack.aclose()
 
 
 class HandleRetriever:
-    """What the Ingress calls: the Retriever deployment's methods with core errors unwrapped."""
+    """What the Ingress calls: the Retriever's read path, with core errors unwrapped.
+
+    When the Retriever is down, or has not answered within ``fallback_after_s`` (paused, overloaded), and
+    a ``fallback`` is given, the Ingress answers from the episodic and working tiers itself and reports
+    the semantic tier degraded: a lost Retriever costs recall, not availability.
+    """
+
+    def __init__(
+        self,
+        handle: DeploymentHandle[Any],
+        *,
+        fallback: InProcessRetriever | None = None,
+        fallback_after_s: float | None = None,
+    ) -> None:
+        self._h = handle
+        self._fallback = fallback
+        self._after_s = fallback_after_s
+
+    async def search(self, tenant_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        return await self._read("search", tenant_id, body)
+
+    async def context(self, tenant_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        return await self._read("context", tenant_id, body)
+
+    async def _read(self, method: str, tenant_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        try:
+            async with asyncio.timeout(self._after_s if self._fallback is not None else None):
+                out: dict[str, Any] = await call(
+                    "retriever", getattr(self._h, method).remote(tenant_id, body)
+                )
+                return out
+        except (StoreUnavailable, TimeoutError) as exc:
+            if self._fallback is None:
+                raise
+            reason = type(exc).__name__
+        log.warning("Retriever unavailable (%s); answering %s from Postgres and Redis", reason, method)
+        metrics.METRICS.retrieval_tier_degraded_total.inc(tier="semantic")
+        tiers = [t for t in (body.get("tiers") or ("episodic", "working")) if t != "semantic"]
+        out = await getattr(self._fallback, method)(tenant_id, {**body, "tiers": tiers or ["episodic"]})
+        out["degraded"] = sorted({*out["degraded"], "semantic"})
+        return out
+
+
+class HandleVectorIndex:
+    """core.ports.VectorIndex over the Retriever's handle: how writers reach the embedded engine."""
 
     def __init__(self, handle: DeploymentHandle[Any]) -> None:
         self._h = handle
 
-    async def search(self, tenant_id: str, body: dict[str, Any]) -> dict[str, Any]:
-        out: dict[str, Any] = await call("retriever", self._h.search.remote(tenant_id, body))
-        return out
+    async def ensure_collection(self, version: ModelVersion, *, make_live: bool = True) -> str:
+        result: str = await call(ENGINE, self._h.ensure_collection.remote(version, make_live))
+        return result
 
-    async def context(self, tenant_id: str, body: dict[str, Any]) -> dict[str, Any]:
-        out: dict[str, Any] = await call("retriever", self._h.context.remote(tenant_id, body))
-        return out
+    async def upsert(self, points: Sequence[VectorPoint], *, collection: str | None = None) -> None:
+        await call(ENGINE, self._h.upsert.remote(list(points), collection))
+
+    async def search(
+        self,
+        vector: Sequence[float],
+        *,
+        tenant_id: str,
+        k: int,
+        filters: JsonDict | None = None,
+        collection: str | None = None,
+    ) -> list[VectorHit]:
+        hits: list[VectorHit] = await call(
+            ENGINE, self._h.nearest.remote(list(vector), tenant_id, k, filters, collection)
+        )
+        return hits
+
+    async def delete_by_source(self, *, tenant_id: str, source_ids: Sequence[str]) -> None:
+        await call(ENGINE, self._h.delete_by_source.remote(tenant_id, list(source_ids)))
+
+    async def delete_ids(self, ids: Sequence[uuid.UUID], *, collection: str | None = None) -> None:
+        await call(ENGINE, self._h.delete_ids.remote(list(ids), collection))
+
+    async def count(self, *, tenant_id: str | None = None, collection: str | None = None) -> int:
+        n: int = await call(ENGINE, self._h.count.remote(tenant_id, collection))
+        return n
+
+    async def live_version(self) -> str | None:
+        v: str | None = await call(ENGINE, self._h.live_version.remote())
+        return v
+
+    async def ping(self) -> None:
+        await call(ENGINE, self._h.ping.remote())
+
+    async def close(self) -> None:
+        return None

@@ -2,7 +2,7 @@
 
 Runs execute inside this replica as owned asyncio tasks: partitions in parallel (bounded), embeddings
 through the Embedder deployment's handle (so consolidation drives the Embedder's autoscaling) and
-vectors through the VectorStore owner (embedded mode) or the Qdrant server. The same work is available
+vectors through the Retriever, the embedded engine's owner, or the Qdrant server. The same work is available
 as a Ray job (``python -m jobs.consolidate``) that fans partitions out as Ray tasks across a cluster.
 """
 
@@ -37,7 +37,7 @@ class ConsolidationScheduler:
         self,
         settings: dict[str, Any] | None,
         embedder: DeploymentHandle[Any],
-        vector_store: DeploymentHandle[Any] | None = None,
+        engine_owner: DeploymentHandle[Any] | None = None,
     ) -> None:
         self._settings = load_settings(settings)
         init_observability(self._settings)
@@ -45,7 +45,7 @@ class ConsolidationScheduler:
         pool = await postgres_pool(self._settings)
         self._stack.push_async_callback(pool.close)
         self._runs = RunStore(pool)
-        self._vectors = await self._stack.enter_async_context(vector_index_for(self._settings, vector_store))
+        self._vectors = await self._stack.enter_async_context(vector_index_for(self._settings, engine_owner))
         self._embedder = HandleEmbedder(embedder)
         self._current: tuple[uuid.UUID, asyncio.Task[Any]] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()

@@ -6,10 +6,10 @@ Connects to the running cluster (``ray.init(address="auto")``) or starts a local
 drains, summarises, embeds and upserts its partition under a Postgres advisory lock
 (:func:`core.consolidation.partition.consolidate_partition`). When the hybridmem Serve app is running,
 tasks embed through its Embedder deployment (driving its autoscaling) and, with an embedded vector
-store, write through its VectorStore deployment; otherwise they load the model in-process and talk to
-the Qdrant server. An embedded store with no app running can only be opened by one process, so then the
-partitions run as asyncio tasks inside this driver instead. Prints one line per finished partition and
-the run record as JSON last; exits 1 when any partition failed.
+store, write through its Retriever deployment (the engine's owner); otherwise they load the model
+in-process and talk to the Qdrant server. An embedded store with no app running can only be opened by
+one process, so then the partitions run as asyncio tasks inside this driver instead. Prints one line per
+finished partition and the run record as JSON last; exits 1 when any partition failed.
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ from core.stores.vector_factory import open_vector_index
 log = logging.getLogger(__name__)
 
 APP_NAME = "hybridmem"
+ENGINE_OWNER = "Retriever"  # the deployment that owns an embedded semantic engine
 TASK_RETRIES = 2  # a task that dies with its worker is rerun; the partition pass is idempotent
 
 
@@ -85,9 +86,9 @@ async def _job_stores(
         if vector_handle:
             from ray import serve
 
-            from deployments.vector_store import HandleVectorIndex
+            from deployments.retriever import HandleVectorIndex
 
-            vectors = HandleVectorIndex(serve.get_deployment_handle("VectorStore", app_name=APP_NAME))
+            vectors = HandleVectorIndex(serve.get_deployment_handle(ENGINE_OWNER, app_name=APP_NAME))
         else:
             vectors = await stack.enter_async_context(open_vector_index(settings))
         embedder: TextEmbedder
@@ -146,7 +147,7 @@ def fan_out(
     """Run the partitions as Ray tasks, at most ``parallelism`` in flight; returns the finished record."""
     deployments = app_deployments()
     embedded = settings.qdrant_backend != "server"
-    vector_handle = embedded and "VectorStore" in deployments
+    vector_handle = embedded and ENGINE_OWNER in deployments
     if embedded and not vector_handle:
         log.warning("embedded vector store and no running app: consolidating inside the driver")
         return asyncio.run(

@@ -11,7 +11,7 @@ points (the alias), counting per record_type, and lists the drift:
 - orphan points: a point whose record no longer exists in Postgres (deleted, archived). Repair: delete.
 
 It talks to the semantic tier only through ``core.ports.VectorIndex`` (so it works against a Qdrant
-server, local mode, the edge store, or the VectorStore deployment's handle): lookups filter on
+server, local mode, the edge store, or the engine-owning Retriever's handle): lookups filter on
 ``record_id``; listing pages through ``created_ts`` windows. Dry run by default::
 
     python -m jobs.integrity [--tenant T ...] [--repair] [--dimension 384] [--publish]

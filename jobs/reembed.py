@@ -29,7 +29,7 @@ from core.ports import VectorIndex
 from core.resources import postgres_pool
 from core.settings import Settings, load_settings
 from core.stores.vector_factory import open_vector_index
-from jobs.consolidate import _job_stores, app_deployments, connect_ray, say
+from jobs.consolidate import ENGINE_OWNER, _job_stores, app_deployments, connect_ray, say
 
 
 async def reembed(
@@ -109,7 +109,7 @@ def reembed_partition_task(
 def fan_out(settings: Settings, *, partitions: Sequence[int], parallelism: int) -> dict[str, Any]:
     """Ray tasks per partition where the store can be shared across processes; else in-process."""
     deployments = app_deployments()
-    vector_handle = settings.qdrant_backend != "server" and "VectorStore" in deployments
+    vector_handle = settings.qdrant_backend != "server" and ENGINE_OWNER in deployments
     if settings.qdrant_backend != "server" and not vector_handle:
         return asyncio.run(reembed(settings, partitions=partitions, parallelism=parallelism, progress=_show))
     embedder_handle = "Embedder" in deployments

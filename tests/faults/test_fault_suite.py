@@ -180,12 +180,13 @@ async def test_embedder_replica_killed(fault_stack: FaultStack, load: Load) -> N
     assert not failed, failed
 
 
-async def test_vector_store_hangs(fault_stack: FaultStack, load: Load, hm: AsyncHybridMemClient) -> None:
-    """The vector store stops answering (its process paused): reads degrade naming the semantic tier, and a
-    consolidation run pauses and then finishes once the store answers again."""
-    async with load.phase("qdrant store hangs", "qdrant-hang") as ph:
+async def test_retriever_hangs(fault_stack: FaultStack, load: Load, hm: AsyncHybridMemClient) -> None:
+    """The Retriever, owner of the embedded engine, stops answering (its process paused): the Ingress
+    answers reads from Postgres and Redis, naming the semantic tier degraded, and a consolidation run
+    pauses and then finishes once the engine answers again."""
+    async with load.phase("retriever (engine owner) hangs", "retriever-hang") as ph:
         await asyncio.sleep(WARMUP_S)
-        (pid,) = _replica_pids("VectorStore")
+        (pid,) = _replica_pids("Retriever")
         run = await hm.consolidate()
         os.kill(pid, signal.SIGSTOP)
         ph.mark("down")
@@ -206,18 +207,19 @@ async def test_vector_store_hangs(fault_stack: FaultStack, load: Load, hm: Async
     assert not failed, failed
 
 
-async def test_vector_store_killed(fault_stack: FaultStack, load: Load, hm: AsyncHybridMemClient) -> None:
-    """The vector store's owner dies during a consolidation: reads degrade, the run records what failed,
-    Serve replaces the owner (reopening the store from disk), and the ledger's run picks the rest up."""
-    async with load.phase("qdrant store killed", "qdrant-kill") as ph:
+async def test_retriever_killed(fault_stack: FaultStack, load: Load, hm: AsyncHybridMemClient) -> None:
+    """The Retriever, owner of the embedded engine, dies during a consolidation: reads degrade, the run
+    records what failed, Serve replaces the owner (reopening the engine from disk), and the ledger's run
+    picks the rest up."""
+    async with load.phase("retriever (engine owner) killed", "retriever-kill") as ph:
         await asyncio.sleep(WARMUP_S)
-        old = _replica_pids("VectorStore")
+        old = _replica_pids("Retriever")
         run = await hm.consolidate()
         for pid in old:
             os.kill(pid, signal.SIGKILL)
         ph.mark("down")
         recovery = await until(
-            lambda: _replaced("VectorStore", old), timeout_s=REPLACE_TIMEOUT_S, what="a new VectorStore"
+            lambda: _replaced("Retriever", old), timeout_s=REPLACE_TIMEOUT_S, what="a new Retriever"
         )
         ph.mark("up")
         first = await hm.wait_consolidation(run.id, poll_s=0.5, timeout_s=REPLACE_TIMEOUT_S)
@@ -242,7 +244,7 @@ async def test_ledger(fault_stack: FaultStack, load: Load, hm: AsyncHybridMemCli
     episode and per memory, and the tiers' counts agree."""
     from ray import serve
 
-    from deployments.vector_store import HandleVectorIndex
+    from deployments.retriever import HandleVectorIndex
 
     run = await hm.consolidate()
     done = await hm.wait_consolidation(run.id, poll_s=0.5, timeout_s=180)
@@ -256,7 +258,7 @@ async def test_ledger(fault_stack: FaultStack, load: Load, hm: AsyncHybridMemCli
         memories = await conn.fetch("SELECT id, content FROM memory_records WHERE tenant_id = $1", tenant)
     finally:
         await conn.close()
-    vectors = HandleVectorIndex(serve.get_deployment_handle("VectorStore", app_name="hybridmem"))
+    vectors = HandleVectorIndex(serve.get_deployment_handle("Retriever", app_name="hybridmem"))
     probe = [1.0] + [0.0] * 383
     points = collections.Counter(
         (str(h.payload["record_type"]), str(h.payload["record_id"]))

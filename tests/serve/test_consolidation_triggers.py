@@ -1,5 +1,6 @@
 """Consolidation triggers on a real app: the scheduler's interval, and `hybridmem consolidate --wait`
-through Ray's Job Submission API (the job drives the app's Embedder and VectorStore)."""
+through Ray's Job Submission API (the job drives the app's Embedder and the Retriever, the owner of the
+embedded engine)."""
 
 from __future__ import annotations
 

@@ -18,7 +18,6 @@ import re
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Sequence
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +32,7 @@ from core.retrieval.tokens import load_token_counter
 from core.service import HybridMemoryService
 from core.settings import load_settings
 from core.stores.edge_index import EdgeVectorIndex
+from deployments.http.retrieval import InProcessRetriever
 from tests.fakes import InMemoryEpisodicStore, InMemoryWorkingStore
 from tests.unit.test_scopes import ingress_app
 
@@ -60,39 +60,6 @@ class HashedBagOfWords:
 
     async def model_version(self) -> ModelVersion:
         return VERSION
-
-
-class InProcessRetriever:
-    """What the Retriever deployment does with a request body, without Ray."""
-
-    def __init__(self, core: HybridRetriever) -> None:
-        self._core = core
-
-    @staticmethod
-    def _filters(body: dict[str, Any]) -> dict[str, Any]:
-        out = {k: v for k, v in (body.get("filters") or {}).items() if v is not None}
-        for key in ("created_after", "created_before"):
-            if isinstance(out.get(key), str):
-                out[key] = datetime.fromisoformat(out[key])
-        return out
-
-    async def search(self, tenant_id: str, body: dict[str, Any]) -> dict[str, Any]:
-        r = await self._core.search(
-            tenant_id=tenant_id, query=body["query"], k=body.get("k"), filters=self._filters(body),
-            tiers=body.get("tiers"), mode=body.get("mode", "hybrid"),
-        )  # fmt: skip
-        return {"hits": r.snippets, "degraded": r.degraded, "top_score": r.top_score}
-
-    async def context(self, tenant_id: str, body: dict[str, Any]) -> dict[str, Any]:
-        r = await self._core.context(
-            tenant_id=tenant_id, query=body["query"], token_budget=body.get("token_budget"),
-            filters=self._filters(body), chronological=body.get("chronological", True),
-            mode=body.get("mode", "hybrid"),
-        )  # fmt: skip
-        return {
-            "context": r.context, "snippets": r.snippets, "tokens_used": r.tokens_used,
-            "token_budget": r.token_budget, "degraded": r.degraded,
-        }  # fmt: skip
 
 
 class World:
