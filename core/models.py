@@ -133,12 +133,24 @@ class ScoredSnippet(Frozen):
     metadata: JsonDict = Field(default_factory=dict)
 
 
+class SparseVector(Frozen):
+    """A sparse vector: term ids (ascending) and their weights (BM25 term weights in the semantic tier)."""
+
+    indices: list[int]
+    values: list[float]
+
+
 class VectorPoint(Frozen):
-    """A point for the semantic tier: deterministic id, vector, payload."""
+    """A point for the semantic tier: deterministic id, dense vector, BM25 sparse vector, payload.
+
+    ``sparse`` is None for points that are not searched lexically (chunks of a longer record: the record's
+    own point carries its terms) and for texts without a searchable term.
+    """
 
     id: uuid.UUID
     vector: list[float]
     payload: JsonDict
+    sparse: SparseVector | None = None
 
 
 class VectorHit(Frozen):

@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from core.ids import deterministic_id
-from core.models import Episode, MemoryRecord, ModelVersion, VectorPoint
+from core.models import Episode, MemoryRecord, ModelVersion, SparseVector, VectorPoint
 from core.retrieval.quality import chunk_texts
 
 RecordType = Literal["episode", "summary", "memory"]
@@ -54,10 +54,14 @@ def payload(
     }
 
 
-def memory_point(record: MemoryRecord, vector: Sequence[float], version: ModelVersion) -> VectorPoint:
+def memory_point(
+    record: MemoryRecord, vector: Sequence[float], version: ModelVersion, *, terms: SparseVector | None = None
+) -> VectorPoint:
+    """``terms``: the record's BM25 vector (core.retrieval.bm25_sparse), for lexical search in the engine."""
     return VectorPoint(
         id=point_id(record.tenant_id, "memory", str(record.id), version),
         vector=list(vector),
+        sparse=terms,
         payload=payload(
             tenant_id=record.tenant_id,
             record_type="memory",
@@ -75,12 +79,19 @@ def memory_point(record: MemoryRecord, vector: Sequence[float], version: ModelVe
 
 
 def episode_point(
-    episode: Episode, vector: Sequence[float], version: ModelVersion, *, text: str | None = None
+    episode: Episode,
+    vector: Sequence[float],
+    version: ModelVersion,
+    *,
+    text: str | None = None,
+    terms: SparseVector | None = None,
 ) -> VectorPoint:
-    """``text`` is what was embedded when it differs from the content (e.g. a neighbour window)."""
+    """``text`` is what was embedded when it differs from the content (e.g. a neighbour window); ``terms``
+    the episode's BM25 vector with its session neighbours folded in (core.consolidation.terms)."""
     return VectorPoint(
         id=point_id(episode.tenant_id, "episode", str(episode.id), version),
         vector=list(vector),
+        sparse=terms,
         payload=payload(
             tenant_id=episode.tenant_id,
             record_type="episode",

@@ -16,6 +16,7 @@ from core.models import (
     MemoryRecord,
     ModelVersion,
     ScratchpadEntry,
+    SparseVector,
     Transcript,
     VectorHit,
     VectorPoint,
@@ -130,6 +131,28 @@ class VectorIndex(Protocol):
 
         ``filters`` keys: agent_id, session_id, kind, created_after, created_before.
         """
+
+    async def search_hybrid(
+        self,
+        vector: Sequence[float] | None,
+        terms: SparseVector | None,
+        *,
+        tenant_id: str,
+        k: int,
+        filters: JsonDict | None = None,
+        collection: str | None = None,
+    ) -> tuple[list[VectorHit], list[VectorHit]]:
+        """The tenant's ``k`` nearest points to ``vector`` and its ``k`` best BM25 matches for ``terms``,
+        from one engine call; IDF over the tenant's points only. A list is empty when its query is None
+        (or, lexical, when the collection has no sparse vectors)."""
+
+    async def lexical_ready(self, collection: str | None = None) -> bool:
+        """Whether the collection (the alias's by default) holds BM25 sparse vectors for lexical search."""
+
+    async def update_terms(
+        self, terms: dict[uuid.UUID, SparseVector], *, collection: str | None = None
+    ) -> int:
+        """Replace the BM25 vectors of those of the given points that exist; returns how many."""
 
     async def delete_by_source(self, *, tenant_id: str, source_ids: Sequence[str]) -> None:
         """Delete every point whose payload ``source_ids`` contains any of the given ids."""

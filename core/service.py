@@ -20,6 +20,7 @@ from core.ids import content_hash, deterministic_id, hash_tenant, partition_of
 from core.models import Episode, HealthReport, MemoryRecord, ScratchpadEntry, Transcript, TranscriptTurn
 from core.points import memory_point
 from core.ports import EpisodicStore, VectorIndex, WorkingStore
+from core.retrieval.bm25_sparse import bm25_sparse
 from core.schemas import (
     EpisodeIn,
     MemoryIn,
@@ -74,6 +75,7 @@ class HybridMemoryService:
         self._embedder = embedder
         self._settings = settings
         self._limits = settings.limits
+        self._lexical = bm25_sparse(settings.retrieval)
 
     # ---- episodes -------------------------------------------------------------------------------
 
@@ -306,7 +308,10 @@ class HybridMemoryService:
         await self._episodic.upsert_memories(records)
         collection = await self._vectors.ensure_collection(version)
         await self._vectors.upsert(
-            [memory_point(r, v, version) for r, v in zip(records, result.vectors, strict=True)],
+            [
+                memory_point(r, v, version, terms=self._lexical.document(r.content))
+                for r, v in zip(records, result.vectors, strict=True)
+            ],
             collection=collection,
         )
         return records

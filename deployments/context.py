@@ -54,7 +54,7 @@ async def api_context(
         reads = None
         if retriever is not None and text_embedder is not None:
             fallback = build_hybrid_retriever(
-                settings, resources=res, vectors=vectors, embedder=text_embedder
+                settings, resources=res, vectors=vectors, embedder=text_embedder, engine_lexical=False
             )
             reads = HandleRetriever(
                 retriever,

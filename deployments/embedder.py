@@ -27,7 +27,7 @@ from starlette.requests import Request
 from core import metrics  # module reference: Serve pickles deployment classes by value
 from core.embedding.cache import CachedEmbedder, RedisEmbeddingCache
 from core.embedding.loader import load_embedder
-from core.embedding.types import EmbedResult, TextEmbedder
+from core.embedding.types import EmbedResult, TextEmbedder, merge_results
 from core.errors import EmbeddingError, InvalidInput
 from core.models import ModelVersion
 from core.settings import Settings, load_settings
@@ -60,16 +60,6 @@ def bulk_chunk_size(recent: Sequence[tuple[int, int, float]], *, cap: int, slice
     return max(1, min(cap, int(rate * slice_s)))
 
 
-def _merge(parts: Sequence[EmbedResult], version: ModelVersion) -> EmbedResult:
-    return EmbedResult(
-        vectors=[v for p in parts for v in p.vectors],
-        truncated=[t for p in parts for t in p.truncated],
-        version=version,
-        cache_hits=sum(p.cache_hits for p in parts),
-        token_counts=[c for p in parts for c in p.token_counts],
-    )
-
-
 class _BatchedModel:
     """TextEmbedder view of the replica's model: short requests share batches, long ones take turns.
 
@@ -99,7 +89,7 @@ class _BatchedModel:
                         owner._short_idle.set()
             else:
                 parts = await owner._embed_bulk(texts)
-        return _merge(parts, await owner._model.model_version())
+        return merge_results(parts, await owner._model.model_version())
 
     async def model_version(self) -> ModelVersion:
         return await self._owner._model.model_version()
@@ -295,8 +285,13 @@ class HandleEmbedder:
         self._version: ModelVersion | None = None
 
     async def embed(self, texts: Sequence[str]) -> EmbedResult:
-        async with asyncio.timeout(self._timeout_s):
-            result: EmbedResult = await call("embedder", self._handle.embed.remote(list(texts)))
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                result: EmbedResult = await call("embedder", self._handle.embed.remote(list(texts)))
+        except TimeoutError as exc:
+            raise EmbeddingError(
+                f"Embedder.embed of {len(texts)} texts did not answer within {self._timeout_s:.0f} s"
+            ) from exc
         self._version = result.version
         return result
 

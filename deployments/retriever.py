@@ -20,7 +20,7 @@ from ray.serve.handle import DeploymentHandle
 
 from core import metrics  # module reference: Serve pickles deployment classes by value
 from core.errors import StoreUnavailable
-from core.models import JsonDict, ModelVersion, VectorHit, VectorPoint
+from core.models import JsonDict, ModelVersion, SparseVector, VectorHit, VectorPoint
 from core.resources import open_resources
 from core.retrieval.build import build_hybrid_retriever
 from core.settings import load_settings
@@ -88,6 +88,25 @@ class Retriever:
         return await self._index.search(
             vector, tenant_id=tenant_id, k=k, filters=filters, collection=collection
         )
+
+    async def search_hybrid(
+        self,
+        vector: list[float] | None,
+        terms: SparseVector | None,
+        tenant_id: str,
+        k: int,
+        filters: JsonDict | None = None,
+        collection: str | None = None,
+    ) -> tuple[list[VectorHit], list[VectorHit]]:
+        return await self._index.search_hybrid(
+            vector, terms, tenant_id=tenant_id, k=k, filters=filters, collection=collection
+        )
+
+    async def lexical_ready(self, collection: str | None = None) -> bool:
+        return await self._index.lexical_ready(collection)
+
+    async def update_terms(self, terms: dict[uuid.UUID, SparseVector], collection: str | None = None) -> int:
+        return await self._index.update_terms(terms, collection=collection)
 
     async def delete_by_source(self, tenant_id: str, source_ids: list[str]) -> None:
         await self._index.delete_by_source(tenant_id=tenant_id, source_ids=source_ids)
@@ -185,6 +204,34 @@ class HandleVectorIndex:
             ENGINE, self._h.nearest.remote(list(vector), tenant_id, k, filters, collection)
         )
         return hits
+
+    async def search_hybrid(
+        self,
+        vector: Sequence[float] | None,
+        terms: SparseVector | None,
+        *,
+        tenant_id: str,
+        k: int,
+        filters: JsonDict | None = None,
+        collection: str | None = None,
+    ) -> tuple[list[VectorHit], list[VectorHit]]:
+        found: tuple[list[VectorHit], list[VectorHit]] = await call(
+            ENGINE,
+            self._h.search_hybrid.remote(
+                None if vector is None else list(vector), terms, tenant_id, k, filters, collection
+            ),
+        )
+        return found
+
+    async def lexical_ready(self, collection: str | None = None) -> bool:
+        ready: bool = await call(ENGINE, self._h.lexical_ready.remote(collection))
+        return ready
+
+    async def update_terms(
+        self, terms: dict[uuid.UUID, SparseVector], *, collection: str | None = None
+    ) -> int:
+        n: int = await call(ENGINE, self._h.update_terms.remote(terms, collection))
+        return n
 
     async def delete_by_source(self, *, tenant_id: str, source_ids: Sequence[str]) -> None:
         await call(ENGINE, self._h.delete_by_source.remote(tenant_id, list(source_ids)))

@@ -40,6 +40,7 @@ from core.embedding.loader import load_embedder
 from core.embedding.types import TextEmbedder
 from core.ports import VectorIndex
 from core.resources import open_resources, postgres_pool
+from core.retrieval.bm25_sparse import bm25_sparse
 from core.settings import Settings, load_settings
 from core.stores.vector_factory import open_vector_index
 
@@ -103,7 +104,7 @@ async def _job_stores(
         summariser = await stack.enter_async_context(open_summariser(settings))
         stores = PartitionStores(
             pool=res.pool, episodic=res.episodic, embedder=embedder, vectors=vectors,
-            summariser=summariser, buffers=res.working,
+            summariser=summariser, buffers=res.working, lexical=bm25_sparse(settings.retrieval),
         )  # fmt: skip
         yield res, stores
 

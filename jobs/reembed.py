@@ -27,6 +27,7 @@ from core.embedding.loader import load_embedder
 from core.embedding.types import TextEmbedder
 from core.ports import VectorIndex
 from core.resources import postgres_pool
+from core.retrieval.bm25_sparse import bm25_sparse
 from core.settings import Settings, load_settings
 from core.stores.vector_factory import open_vector_index
 from jobs.consolidate import ENGINE_OWNER, _job_stores, app_deployments, connect_ray, say
@@ -63,6 +64,8 @@ async def reembed(
                     pool, vectors, embedder, p, collection=collection,
                     batch_size=settings.consolidation.batch_size,
                     chunk_long_texts=settings.consolidation.chunk_long_texts,
+                    lexical=bm25_sparse(settings.retrieval),
+                    window=settings.retrieval.lexical_neighbour_window,
                 )  # fmt: skip
             results.append(r)
             if progress is not None:
@@ -100,6 +103,7 @@ def reembed_partition_task(
                 res.pool, stores.vectors, stores.embedder, partition, collection=collection,
                 batch_size=settings.consolidation.batch_size,
                 chunk_long_texts=settings.consolidation.chunk_long_texts,
+                lexical=bm25_sparse(settings.retrieval), window=settings.retrieval.lexical_neighbour_window,
             )  # fmt: skip
             return asdict(r)
 

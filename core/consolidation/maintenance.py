@@ -13,7 +13,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from urllib.parse import unquote
 
 import asyncpg
@@ -21,11 +21,13 @@ import redis.asyncio as aioredis
 
 from core import metrics
 from core.consolidation.partition import summary_point
-from core.consolidation.queries import _EPISODE_COLS
+from core.consolidation.queries import _EPISODE_COLS, session_context
+from core.consolidation.terms import session_terms
 from core.embedding.types import TextEmbedder
-from core.models import ModelVersion, VectorPoint
+from core.models import Episode, ModelVersion, SparseVector, VectorPoint
 from core.points import chunk_points_of, episode_chunks, episode_point, episode_point_ids
 from core.ports import EpisodicStore, VectorIndex
+from core.retrieval.bm25_sparse import Bm25Sparse
 from core.stores.postgres_episodic import _episode, _memory
 from core.stores.redis_working import RedisWorkingStore, encode_component
 
@@ -169,10 +171,13 @@ async def reembed_partition(
     batch_size: int = 256,
     timeout_s: float = 60.0,
     chunk_long_texts: bool = True,
+    lexical: Bm25Sparse | None = None,
+    window: int = 2,
 ) -> ReembedResult:
     """Embed every consolidated episode of ``partition`` (its chunks too, as consolidation does, and the
     summaries of its sessions) with ``embedder`` into ``collection``; points keep their deterministic
-    ids, so a rerun overwrites."""
+    ids, so a rerun overwrites. With ``lexical``, points carry BM25 vectors, neighbours folded in as
+    consolidation folds them (``window`` turns each side)."""
     started = time.perf_counter()
     result = ReembedResult(partition=partition)
     version = await embedder.model_version()
@@ -205,7 +210,10 @@ async def reembed_partition(
             chunks = [episode_chunks(e.content) if chunk_long_texts else [] for e in canon]
             embedded = await embedder.embed([e.content for e in canon] + [c for cs in chunks for c in cs])
             vecs = embedded.vectors
-            points = [episode_point(e, v, version) for e, v in zip(canon, vecs, strict=False)]
+            terms = await _episode_terms(pool, canon, lexical, window=window, timeout_s=timeout_s)
+            points = [
+                episode_point(e, v, version, terms=terms.get(e.id)) for e, v in zip(canon, vecs, strict=False)
+            ]
             points += chunk_points_of(canon, chunks, vecs[len(canon) :], version)
             await vectors.upsert(points, collection=collection)
         result.episodes += len(canon)
@@ -213,10 +221,35 @@ async def reembed_partition(
         if len(rows) < batch_size:
             break
     result.summaries = await _reembed_summaries(
-        pool, vectors, embedder, partition, version=version, collection=collection, timeout_s=timeout_s
-    )
+        pool, vectors, embedder, partition, version=version, collection=collection, timeout_s=timeout_s,
+        lexical=lexical,
+    )  # fmt: skip
     result.seconds = time.perf_counter() - started
     return result
+
+
+async def _episode_terms(
+    pool: asyncpg.Pool,
+    episodes: Sequence[Episode],
+    lexical: Bm25Sparse | None,
+    *,
+    window: int,
+    timeout_s: float,
+) -> dict[uuid.UUID, SparseVector | None]:
+    """The episodes' BM25 vectors with their session neighbours folded in ({} without an encoder)."""
+    if lexical is None or not episodes:
+        return {}
+    spans: dict[tuple[str, str], tuple[datetime, datetime]] = {}
+    for e in episodes:
+        lo, hi = spans.get((e.tenant_id, e.session_id), (e.created_at, e.created_at))
+        spans[(e.tenant_id, e.session_id)] = (min(lo, e.created_at), max(hi, e.created_at))
+    async with pool.acquire(timeout=timeout_s) as conn:
+        context = await session_context(
+            conn, [(t, s, lo, hi + timedelta(microseconds=1)) for (t, s), (lo, hi) in spans.items()],
+            before=window, after=window, timeout_s=timeout_s,
+        )  # fmt: skip
+    targets = {e.id for e in episodes}
+    return session_terms(list(context.values()), targets, encoder=lexical, window=window).own
 
 
 async def _reembed_summaries(
@@ -228,6 +261,7 @@ async def _reembed_summaries(
     version: ModelVersion,
     collection: str,
     timeout_s: float,
+    lexical: Bm25Sparse | None = None,
 ) -> int:
     rows = await pool.fetch(
         """SELECT m.id, m.tenant_id, m.agent_id, m.session_id, m.kind, m.content, m.metadata, m.source_ids,
@@ -243,7 +277,10 @@ async def _reembed_summaries(
     for i in range(0, len(records), 256):
         chunk = records[i : i + 256]
         embedded = await embedder.embed([m.content for m in chunk])
-        points += [summary_point(m, v, version) for m, v in zip(chunk, embedded.vectors, strict=True)]
+        points += [
+            summary_point(m, v, version, terms=lexical.document(m.content) if lexical else None)
+            for m, v in zip(chunk, embedded.vectors, strict=True)
+        ]
     if points:
         await vectors.upsert(points, collection=collection)
     return len(points)

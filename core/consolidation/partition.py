@@ -34,9 +34,10 @@ from core.consolidation import queries
 from core.consolidation.queries import ContextTurn, Cursor
 from core.consolidation.runs import add_partition_counts
 from core.consolidation.summarise import Summariser, SummaryTurn
-from core.embedding.types import TextEmbedder
+from core.consolidation.terms import SessionTerms, session_terms
+from core.embedding.types import EmbedResult, TextEmbedder, merge_results
 from core.ids import deterministic_id
-from core.models import Episode, MemoryRecord, ModelVersion, VectorPoint
+from core.models import Episode, MemoryRecord, ModelVersion, SparseVector, VectorPoint
 from core.points import (
     chunk_points_of,
     episode_chunks,
@@ -46,6 +47,7 @@ from core.points import (
     point_id,
 )
 from core.ports import EpisodicStore, VectorIndex
+from core.retrieval.bm25_sparse import Bm25Sparse
 from core.settings import ConsolidationSettings
 
 log = logging.getLogger(__name__)
@@ -74,6 +76,8 @@ class PartitionStores:
     vectors: VectorIndex
     summariser: Summariser
     buffers: DrainableBuffers | None = None
+    # BM25 term vectors written with each point (lexical search in the engine); None: dense only.
+    lexical: Bm25Sparse | None = None
 
 
 @dataclass
@@ -105,9 +109,12 @@ def summary_id(tenant_id: str, session_id: str, window_start: datetime) -> uuid.
     return deterministic_id(tenant_id, "summary", f"{session_id}\x1f{int(window_start.timestamp())}")
 
 
-def summary_point(record: MemoryRecord, vector: Sequence[float], version: ModelVersion) -> VectorPoint:
+def summary_point(
+    record: MemoryRecord, vector: Sequence[float], version: ModelVersion, *, terms: SparseVector | None = None
+) -> VectorPoint:
     return VectorPoint(
         id=point_id(record.tenant_id, "summary", str(record.id), version),
+        sparse=terms,
         vector=list(vector),
         payload=payload(
             tenant_id=record.tenant_id, record_type="summary", record_id=str(record.id),
@@ -197,8 +204,11 @@ class _PartitionRun:
     async def process(self, batch: list[Episode], *, checkpoint: Cursor | None) -> None:
         canon, dups = await self._dedupe(batch)
         spans = self._spans(canon)
+        # Twice the window: the turns next to the batch get their vectors rewritten, with their own
+        # neighbours folded in (core.consolidation.terms).
+        reach = 2 * self.window if self.stores.lexical is not None else self.window
         context = await queries.session_context(
-            self.conn, spans, before=self.window, after=self.window, timeout_s=self.timeout_s
+            self.conn, spans, before=reach, after=reach, timeout_s=self.timeout_s
         )
         summaries = await self._summaries(canon, context)
         chunks = [episode_chunks(ep.content) if self.settings.chunk_long_texts else [] for ep in canon]
@@ -206,18 +216,28 @@ class _PartitionRun:
             [ep.content for ep in canon] + [m.content for m in summaries] + [c for cs in chunks for c in cs]
         )
         t0 = time.perf_counter()
-        embedded = await self.stores.embedder.embed(texts) if texts else None
+        embedded = await embed_in_slices(self.stores.embedder, texts, size=self.settings.embed_slice)
         self.result.embed_seconds += time.perf_counter() - t0
         self.fault("after_embed")
         points: list[VectorPoint] = []
+        lexical = self.stores.lexical
+        terms = session_terms(
+            list(context.values()), {ep.id for ep in canon}, encoder=lexical, window=self.window
+        ) if lexical is not None else None  # fmt: skip
         if embedded is not None:
             if embedded.version.key != self.version.key:
                 raise RuntimeError(f"embedder changed version mid-run: {embedded.version.key}")
             vecs = embedded.vectors
             at = len(canon) + len(summaries)
-            points = [episode_point(ep, v, self.version) for ep, v in zip(canon, vecs, strict=False)]
+            points = [
+                episode_point(ep, v, self.version, terms=self._own_terms(ep, terms))
+                for ep, v in zip(canon, vecs, strict=False)
+            ]
             svecs = vecs[len(canon) : at]
-            points += [summary_point(m, v, self.version) for m, v in zip(summaries, svecs, strict=True)]
+            points += [
+                summary_point(m, v, self.version, terms=lexical.document(m.content) if lexical else None)
+                for m, v in zip(summaries, svecs, strict=True)
+            ]
             points += chunk_points_of(canon, chunks, vecs[at:], self.version)
         if dups:
             # A duplicate may own points from an earlier, interrupted pass where it was the first copy.
@@ -228,6 +248,15 @@ class _PartitionRun:
             ]
             await self.stores.vectors.delete_ids(stale, collection=self.collection)
         await self.stores.vectors.upsert(points, collection=self.collection)
+        if terms is not None and terms.changed:
+            # Earlier turns next to this batch: their neighbourhood now holds the batch's turns.
+            turns = {t.id: t for ts in context.values() for t in ts}
+            changed = {
+                point_id(turns[tid].tenant_id, "episode", str(tid), self.version): vector
+                for tid, vector in terms.changed.items()
+                if vector is not None
+            }
+            await self.stores.vectors.update_terms(changed, collection=self.collection)
         self.fault("after_upsert")
         self.fault("before_commit")
         async with self.conn.transaction():
@@ -251,6 +280,13 @@ class _PartitionRun:
         r.embedded_texts += len(texts)
         if self.progress is not None:
             self.progress(r)
+
+    def _own_terms(self, episode: Episode, terms: SessionTerms | None) -> SparseVector | None:
+        if terms is None or self.stores.lexical is None:
+            return None
+        if episode.id in terms.own:
+            return terms.own[episode.id]
+        return self.stores.lexical.document(episode.content)  # not in its session's context: alone
 
     async def _dedupe(self, batch: list[Episode]) -> tuple[list[Episode], list[Episode]]:
         """First copy of each (tenant, session, content hash) not consolidated before; the rest are dups."""
@@ -317,6 +353,17 @@ class _PartitionRun:
                 )
             )
         return out
+
+
+async def embed_in_slices(embedder: TextEmbedder, texts: Sequence[str], *, size: int) -> EmbedResult | None:
+    """``texts`` embedded ``size`` at a time (None for none): each call stays well inside its timeout
+    however large the batch, and queries reach the Embedder between the calls."""
+    parts = [await embedder.embed(texts[i : i + size]) for i in range(0, len(texts), size)]
+    if not parts:
+        return None
+    if len({p.version.key for p in parts}) > 1:
+        raise RuntimeError("embedder changed version mid-batch")
+    return merge_results(parts, parts[0].version)
 
 
 def _no_fault(_step: str) -> None:

@@ -29,9 +29,10 @@ from core.consolidation.runs import RunRecord, RunStore
 from core.consolidation.summarise import ExtractiveSummariser, OllamaSummariser, Summariser
 from core.embedding.loader import load_embedder
 from core.embedding.types import TextEmbedder
-from core.errors import HybridMemError
+from core.errors import EmbeddingError, HybridMemError, ModelUnavailable, StoreUnavailable
 from core.ports import VectorIndex
 from core.resources import open_resources
+from core.retrieval.bm25_sparse import bm25_sparse
 from core.settings import Settings
 from core.stores.vector_factory import open_vector_index
 
@@ -107,20 +108,37 @@ async def run_partition(
     fault: FaultHook | None = None,
     progress: ProgressHook | None = None,
 ) -> PartitionOutcome:
-    """One partition with its bookkeeping: a failure is recorded on the run and reported, not raised."""
+    """One partition with its bookkeeping: a failure is recorded on the run and reported, not raised.
+
+    Slow is not failed: a pass that times out or loses a store is run again (``partition_retries`` times,
+    after 2 s, 4 s, ...; a pass is idempotent), each retry counted on the run with its reason.
+    """
     started = time.perf_counter()
+    attempt = 0
     try:
-        result = await consolidate_partition(
-            partition, run_id=run_id, stores=stores, settings=settings.consolidation,
-            context_window=settings.retrieval.lexical_neighbour_window,
-            buffer_max_len=settings.redis.session_buffer_max_len,
-            timeout_s=max(settings.postgres.command_timeout_s, 30.0), fault=fault, progress=progress,
-        )  # fmt: skip
+        while True:
+            try:
+                result = await consolidate_partition(
+                    partition, run_id=run_id, stores=stores, settings=settings.consolidation,
+                    context_window=settings.retrieval.lexical_neighbour_window,
+                    buffer_max_len=settings.redis.session_buffer_max_len,
+                    timeout_s=max(settings.postgres.command_timeout_s, 30.0), fault=fault, progress=progress,
+                )  # fmt: skip
+                break
+            except (TimeoutError, StoreUnavailable, EmbeddingError) as exc:
+                if isinstance(exc, ModelUnavailable) or attempt >= settings.consolidation.partition_retries:
+                    raise
+                attempt += 1
+                reason = _describe(exc, waited_s=time.perf_counter() - started)
+                log.warning("partition %d: retrying after %s (retry %d)", partition, reason, attempt)
+                with contextlib.suppress(HybridMemError):
+                    await runs.note_retry(run_id, partition, reason=reason)
+                await asyncio.sleep(2.0**attempt)
     except (
         HybridMemError, asyncpg.PostgresError, asyncpg.InterfaceError, OSError, RuntimeError, ValueError,
         TimeoutError,
     ) as exc:  # fmt: skip
-        error = f"{type(exc).__name__}: {exc}"
+        error = _describe(exc, waited_s=time.perf_counter() - started)
         log.exception("partition %d failed", partition)
         metrics.METRICS.consolidation_failures_total.inc(stage=metrics.failure_stage(exc))
         metrics.observe_partition("failed", time.perf_counter() - started)
@@ -135,6 +153,14 @@ async def run_partition(
         counts={"episode": result.points - result.summaries, "summary": result.summaries},
     )  # fmt: skip
     return _outcome(result)
+
+
+def _describe(exc: BaseException, *, waited_s: float) -> str:
+    """The error for the run record; a bare timeout (a Postgres statement's) says how long the pass ran."""
+    text = f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, TimeoutError) and not str(exc):
+        text += f"a store call timed out (pass running for {waited_s:.0f} s)"
+    return text
 
 
 async def run_consolidation(
@@ -168,7 +194,7 @@ async def run_consolidation(
         record = await runs.create(partitions=chosen, trigger=trigger, run_id=run_id)
         stores = PartitionStores(
             pool=res.pool, episodic=res.episodic, embedder=embedder, vectors=vectors,
-            summariser=summariser, buffers=res.working,
+            summariser=summariser, buffers=res.working, lexical=bm25_sparse(settings.retrieval),
         )  # fmt: skip
         gate = asyncio.Semaphore(width)
 

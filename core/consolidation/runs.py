@@ -23,7 +23,7 @@ from core.errors import NotFound, StoreUnavailable
 RunStatus = Literal["running", "succeeded", "failed"]
 PartitionStatus = Literal["running", "done", "locked", "failed"]
 Trigger = Literal["manual", "schedule", "api", "cli", "test", "bench"]
-COUNT_KEYS = ("episodes", "duplicates", "summaries", "drained", "batches")
+COUNT_KEYS = ("episodes", "duplicates", "summaries", "drained", "batches", "retries")
 
 _COLS = "id, status, partitions, started_at, finished_at, counts, errors, trigger"
 
@@ -131,6 +131,18 @@ class RunStore:
                 await add_partition_counts(
                     conn, run_id, partition, status=status, timeout_s=self._timeout_s, **inc
                 )
+
+    async def note_retry(self, run_id: uuid.UUID, partition: int, *, reason: str) -> None:
+        """Count a retried pass of ``partition`` and keep why it was retried (``last_retry``)."""
+        with self._translate():
+            async with self._pool.acquire(timeout=self._timeout_s) as conn:
+                await add_partition_counts(conn, run_id, partition, timeout_s=self._timeout_s, retries=1)
+                await conn.execute(
+                    """UPDATE consolidation_runs SET counts = jsonb_set(counts, ARRAY[$2::text],
+                           counts -> $2::text || jsonb_build_object('last_retry', $3::text))
+                       WHERE id = $1""",
+                    run_id, str(partition), reason[:500], timeout=self._timeout_s,
+                )  # fmt: skip
 
     async def add_error(self, run_id: uuid.UUID, *, partition: int | None, error: str) -> None:
         entry = json.dumps([{"partition": partition, "error": error[:2000]}])

@@ -31,3 +31,14 @@ class TextEmbedder(Protocol):
     async def model_version(self) -> ModelVersion:
         """The version every vector from this embedder belongs to."""
         ...
+
+
+def merge_results(parts: Sequence[EmbedResult], version: ModelVersion) -> EmbedResult:
+    """Results of consecutive slices of one request as one result, in order."""
+    return EmbedResult(
+        vectors=[v for p in parts for v in p.vectors],
+        truncated=[t for p in parts for t in p.truncated],
+        version=version,
+        cache_hits=sum(p.cache_hits for p in parts),
+        token_counts=[c for p in parts for c in p.token_counts],
+    )

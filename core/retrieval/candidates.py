@@ -95,10 +95,11 @@ def _created(payload: dict[str, Any]) -> datetime | None:
     return None
 
 
-def from_vector_hit(hit: VectorHit, *, rank: int) -> Candidate:
+def from_vector_hit(hit: VectorHit, *, rank: int, tier: Tier = Tier.SEMANTIC) -> Candidate:
     """A semantic-tier point; an episode point shares its key with the same episode's lexical hit.
 
     A chunk point (one more point of a long record) stands for its parent record: same key and content.
+    ``tier`` is the list it was found in: ``episodic`` for a BM25 match in the engine.
     """
     payload = hit.payload
     record_type = str(payload.get("record_type") or payload.get("kind") or "memory")
@@ -111,8 +112,32 @@ def from_vector_hit(hit: VectorHit, *, rank: int) -> Candidate:
     if payload.get("role"):
         metadata["role"] = payload["role"]
     return Candidate(
-        key=key, tier=Tier.SEMANTIC, content=str(payload.get("content", "")), raw_score=hit.score, rank=rank,
-        scores={Tier.SEMANTIC.value: hit.score}, source_ids=source_ids, kind=payload.get("kind"),
+        key=key, tier=tier, content=str(payload.get("content", "")), raw_score=hit.score, rank=rank,
+        scores={tier.value: hit.score}, source_ids=source_ids, kind=payload.get("kind"),
         agent_id=payload.get("agent_id"), session_id=payload.get("session_id"), created_at=_created(payload),
         metadata=metadata,
     )  # fmt: skip
+
+
+def _aware(value: Any) -> datetime | None:
+    if value is None:
+        return None
+    ts = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+    return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
+
+
+def episode_matches(ep: Episode, filters: dict[str, Any]) -> bool:
+    """The search filters applied to an in-memory episode, with the same semantics as the stores'
+    (kind: one or any of several; created_after inclusive, created_before exclusive; metadata equality)."""
+    if filters.get("agent_id") is not None and ep.agent_id != filters["agent_id"]:
+        return False
+    kind = filters.get("kind")
+    if kind is not None and ep.kind not in ([kind] if isinstance(kind, str) else list(kind)):
+        return False
+    after, before = _aware(filters.get("created_after")), _aware(filters.get("created_before"))
+    if after is not None and ep.created_at < after:
+        return False
+    if before is not None and ep.created_at >= before:
+        return False
+    meta = filters.get("metadata") or {}
+    return all(ep.metadata.get(k) == v for k, v in meta.items())

@@ -5,6 +5,11 @@ durable episodes), ``working`` (the session buffer, when a ``session_id`` filter
 count only when the episodic tier did not answer, see :func:`_scoring_outcomes`). A tier that
 fails with StoreUnavailable, an embedding error or a timeout is reported in ``degraded``; the request
 still succeeds with the other tiers.
+
+With ``terms`` (engine lexical search) and a collection that holds BM25 vectors, the semantic and the
+lexical lists come from ONE engine call (core.retrieval.engine_search); Postgres then answers only for
+episodes not consolidated yet (``fresh``, a bounded query), merged into the lexical list by BM25 score.
+Should the engine fail, lexical search falls back to Postgres over every episode.
 """
 
 from __future__ import annotations
@@ -14,21 +19,21 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any, Literal, Protocol
-
-from pydantic import Field
+from typing import Any, Literal
 
 from core.embedding.types import TextEmbedder
 from core.errors import EmbeddingError, InvalidInput, StoreUnavailable
 from core.metrics import METRICS
-from core.models import Episode, Frozen, MemoryRecord, ScoredSnippet, Tier, VectorHit
+from core.models import Episode, MemoryRecord, ScoredSnippet, Tier, VectorHit
 from core.ports import VectorIndex, WorkingStore
-from core.retrieval.candidates import Candidate, episode_key, from_episode, from_memory, from_vector_hit
+from core.retrieval.bm25_sparse import Bm25Sparse
+from core.retrieval.candidates import Candidate, episode_key, episode_matches, from_episode, from_memory
 from core.retrieval.diversity import drop_near_duplicate_texts, mmr_order, text_similarity
+from core.retrieval.engine_search import best_per_record, engine_candidates, merge_by_score
 from core.retrieval.fusion import apply_recency, rank_keys, rrf_fuse, weighted_fuse
 from core.retrieval.packing import pack_context
 from core.retrieval.quality import lexical_query, working_scores
+from core.retrieval.results import ContextResult, LexicalSearcher, MemoryLexicalSearcher, SearchResult
 from core.retrieval.tokens import TokenCounter
 from core.settings import RetrievalSettings
 
@@ -42,74 +47,12 @@ _CHUNK_OVERFETCH = 2
 _MMR_HEAD = 20
 
 
-def _aware(value: Any) -> datetime | None:
-    if value is None:
-        return None
-    ts = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
-    return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
-
-
-def episode_matches(ep: Episode, filters: dict[str, Any]) -> bool:
-    """The search filters applied to an in-memory episode, with the same semantics as the stores'
-    (kind: one or any of several; created_after inclusive, created_before exclusive; metadata equality)."""
-    if filters.get("agent_id") is not None and ep.agent_id != filters["agent_id"]:
-        return False
-    kind = filters.get("kind")
-    if kind is not None and ep.kind not in ([kind] if isinstance(kind, str) else list(kind)):
-        return False
-    after, before = _aware(filters.get("created_after")), _aware(filters.get("created_before"))
-    if after is not None and ep.created_at < after:
-        return False
-    if before is not None and ep.created_at >= before:
-        return False
-    meta = filters.get("metadata") or {}
-    return all(ep.metadata.get(k) == v for k, v in meta.items())
-
-
-class LexicalSearcher(Protocol):
-    """Lexical search over durable episodes (the Postgres store provides exactly this)."""
-
-    async def search_text(
-        self, *, tenant_id: str, query: str, k: int, filters: dict[str, Any] | None
-    ) -> list[tuple[Episode, float]]: ...
-
-
-class MemoryLexicalSearcher(Protocol):
-    """Optional: lexical search over semantic-memory records (used when the lexical searcher has it)."""
-
-    async def search_memories_text(
-        self, *, tenant_id: str, query: str, k: int, filters: dict[str, Any] | None
-    ) -> list[tuple[MemoryRecord, float]]: ...
-
-
-class SearchResult(Frozen):
-    """Ranked snippets, the tiers that failed, and relevance stats for quality monitoring."""
-
-    snippets: list[ScoredSnippet]
-    degraded: list[str] = Field(default_factory=list)
-    mode: str = "hybrid"
-    top_score: float | None = None
-    score_spread: float | None = None
-    tier_top_scores: dict[str, float] = Field(default_factory=dict)
-
-
-class ContextResult(Frozen):
-    """Packed snippets (each with its token count), the rendered context and the tokens it uses."""
-
-    snippets: list[ScoredSnippet]
-    context: str
-    tokens_used: int
-    token_budget: int
-    degraded: list[str] = Field(default_factory=list)
-    top_score: float | None = None
-    score_spread: float | None = None
-
-
 @dataclass
 class _TierOutcome:
     name: str
     candidates: list[Candidate] = field(default_factory=list)
     failed: bool = False
+    partial: bool = False  # answered, but a part of the tier could not be searched
 
 
 class HybridRetriever:
@@ -124,6 +67,8 @@ class HybridRetriever:
         embedder: TextEmbedder,
         settings: RetrievalSettings,
         token_counter: TokenCounter,
+        terms: Bm25Sparse | None = None,
+        fresh: LexicalSearcher | None = None,
     ) -> None:
         self._working = working
         self._lexical = lexical
@@ -131,7 +76,9 @@ class HybridRetriever:
         self._embedder = embedder
         self._settings = settings
         self._counter = token_counter
-        self._live_version: tuple[float, str | None] | None = None
+        self._terms = terms
+        self._fresh = fresh
+        self._engine: tuple[float, str | None, bool] | None = None  # (checked at, live version, lexical)
 
     async def search(
         self,
@@ -147,13 +94,27 @@ class HybridRetriever:
         k = k or self._settings.default_k
         active = self._active_tiers(tiers, mode, filters)
         depth = max(k, self._settings.candidate_k)
-        outcomes = await asyncio.gather(
-            *(
-                self._run_tier(name, tenant_id=tenant_id, query=query, depth=depth, filters=filters)
-                for name in active
+        in_engine = [t for t in active if t in (Tier.SEMANTIC.value, Tier.EPISODIC.value)]
+        if in_engine and await self._engine_is_lexical():
+            rest = [t for t in active if t not in in_engine]
+            groups = await asyncio.gather(
+                self._run_engine(in_engine, tenant_id=tenant_id, query=query, depth=depth, filters=filters),
+                *(
+                    self._tier_list(n, tenant_id=tenant_id, query=query, depth=depth, filters=filters)
+                    for n in rest
+                ),
             )
-        )
-        degraded = [o.name for o in outcomes if o.failed]
+            outcomes = [o for group in groups for o in group]
+        else:
+            outcomes = list(
+                await asyncio.gather(
+                    *(
+                        self._run_tier(name, tenant_id=tenant_id, query=query, depth=depth, filters=filters)
+                        for name in active
+                    )
+                )
+            )
+        degraded = [o.name for o in outcomes if o.failed or o.partial]
         ranked = self._fuse_and_diversify([o for o in outcomes if not o.failed], k=k)
         tier_top = {o.name: max(c.raw_score for c in o.candidates) for o in outcomes if o.candidates}
         top, spread = _stats([s.score for s in ranked])
@@ -238,15 +199,118 @@ class HybridRetriever:
                     else:
                         found = await self._recent(tenant_id=tenant_id, query=query, filters=filters or {})
         except (StoreUnavailable, EmbeddingError, TimeoutError) as exc:
-            logger.warning("retrieval tier degraded", extra={"tier": name, "error": type(exc).__name__})
-            METRICS.retrieval_tier_degraded_total.inc(tier=name)
+            self._note_degraded(name, exc)
             return _TierOutcome(name, failed=True)
         return _TierOutcome(name, candidates=found)
+
+    async def _tier_list(self, name: str, **kwargs: Any) -> list[_TierOutcome]:
+        return [await self._run_tier(name, **kwargs)]
+
+    async def _run_engine(
+        self, wanted: list[str], *, tenant_id: str, query: str, depth: int, filters: dict[str, Any] | None
+    ) -> list[_TierOutcome]:
+        """The semantic and lexical tiers from one engine call, plus Postgres for unconsolidated episodes."""
+        semantic, lexical = Tier.SEMANTIC.value, Tier.EPISODIC.value
+        fresh = (
+            asyncio.ensure_future(
+                self._fresh_episodes(tenant_id=tenant_id, query=query, depth=depth, filters=filters)
+            )
+            if lexical in wanted
+            else None
+        )
+        try:
+            with METRICS.retrieval_tier_seconds.timer(tier=semantic):
+                async with asyncio.timeout(self._settings.tier_timeout_s):
+                    live = (await self._engine_state())[1] or ""
+                    lists = await engine_candidates(
+                        self._vectors, self._embedder if semantic in wanted else None,
+                        self._terms if lexical in wanted else None,
+                        live_version=live, tenant_id=tenant_id, query=query, depth=depth, filters=filters,
+                    )  # fmt: skip
+        except (StoreUnavailable, TimeoutError) as exc:
+            # Lexical search does not need the engine: Postgres still scores every episode.
+            if fresh is not None:
+                fresh.cancel()
+                await asyncio.gather(fresh, return_exceptions=True)
+            self._note_degraded(semantic, exc)
+            out = [_TierOutcome(semantic, failed=True)] if semantic in wanted else []
+            if lexical in wanted:
+                out.append(
+                    await self._run_tier(
+                        lexical, tenant_id=tenant_id, query=query, depth=depth, filters=filters
+                    )
+                )
+            return out
+        except BaseException:
+            if fresh is not None:
+                fresh.cancel()
+            raise
+        out = []
+        if semantic in wanted:
+            if lists.dense_error is not None:
+                self._note_degraded(semantic, lists.dense_error)
+            out.append(_TierOutcome(semantic, candidates=lists.dense, failed=lists.dense_error is not None))
+        if fresh is not None:
+            recent, answered = await fresh
+            ranked = merge_by_score(recent, lists.lexical, depth=depth)
+            out.append(_TierOutcome(lexical, candidates=ranked, partial=not answered))
+        return out
+
+    async def _fresh_episodes(
+        self, *, tenant_id: str, query: str, depth: int, filters: dict[str, Any] | None
+    ) -> tuple[list[Candidate], bool]:
+        """Acknowledged episodes the engine does not hold yet, by BM25 in Postgres; (found, answered)."""
+        text = lexical_query(query)
+        if self._fresh is None or not text:
+            return [], True
+        try:
+            async with asyncio.timeout(self._settings.tier_timeout_s):
+                found = await self._fresh.search_text(
+                    tenant_id=tenant_id,
+                    query=text,
+                    k=depth,
+                    filters={**(filters or {}), "unconsolidated": True},
+                )
+        except (StoreUnavailable, TimeoutError) as exc:
+            self._note_degraded(Tier.EPISODIC.value, exc)
+            return [], False
+        return [
+            from_episode(ep, tier=Tier.EPISODIC, raw_score=s, rank=i) for i, (ep, s) in enumerate(found)
+        ], True
+
+    @staticmethod
+    def _note_degraded(tier: str, exc: BaseException) -> None:
+        logger.warning("retrieval tier degraded", extra={"tier": tier, "error": type(exc).__name__})
+        METRICS.retrieval_tier_degraded_total.inc(tier=tier)
+
+    async def _engine_state(self) -> tuple[float, str | None, bool]:
+        """(checked at, the live collection's model version, whether it holds BM25 vectors), re-read
+        every ``_VERSION_TTL_S``."""
+        now = time.monotonic()
+        if self._engine is None or now - self._engine[0] > _VERSION_TTL_S:
+            live = await self._vectors.live_version()
+            lexical = live is not None and self._terms is not None and await self._vectors.lexical_ready()
+            if live is not None and self._terms is not None and not lexical and self._engine is None:
+                logger.warning(
+                    "the live collection (%s) holds no BM25 vectors (made before lexical search moved into "
+                    "the engine): lexical search runs in Postgres over every episode",
+                    live,
+                )
+            self._engine = (now, live, lexical)
+        return self._engine
+
+    async def _engine_is_lexical(self) -> bool:
+        if self._terms is None:
+            return False
+        try:
+            return (await self._engine_state())[2]
+        except (StoreUnavailable, TimeoutError):
+            return False  # the tiers run one by one, and report what is down
 
     async def _semantic(
         self, *, tenant_id: str, query: str, depth: int, filters: dict[str, Any] | None
     ) -> list[Candidate]:
-        live = await self._live_collection_version()
+        live = (await self._engine_state())[1]
         if live is None:
             return []  # nothing consolidated yet
         embedded = await self._embedder.embed([query])
@@ -259,22 +323,10 @@ class HybridRetriever:
             hits: list[VectorHit] = await self._vectors.search(
                 embedded.vectors[0], tenant_id=tenant_id, k=k, filters=filters
             )
-            found: dict[str, Candidate] = {}
-            for hit in hits:
-                candidate = from_vector_hit(hit, rank=len(found))
-                if candidate.key not in found:
-                    found[candidate.key] = candidate
-                    if len(found) == depth:
-                        break
+            found = best_per_record(hits, tier=Tier.SEMANTIC, depth=depth)
             if len(found) == depth or len(hits) < k or k > depth:
-                return list(found.values())
+                return found
             k = depth * _CHUNK_OVERFETCH
-
-    async def _live_collection_version(self) -> str | None:
-        now = time.monotonic()
-        if self._live_version is None or now - self._live_version[0] > _VERSION_TTL_S:
-            self._live_version = (now, await self._vectors.live_version())
-        return self._live_version[1]
 
     async def _episodic(
         self, *, tenant_id: str, query: str, depth: int, filters: dict[str, Any] | None
@@ -393,4 +445,11 @@ def _stats(scores: Sequence[float]) -> tuple[float | None, float | None]:
     return max(scores), max(scores) - min(scores)
 
 
-__all__ = ["ContextResult", "HybridRetriever", "LexicalSearcher", "SearchResult", "episode_key"]
+__all__ = [
+    "ContextResult",
+    "HybridRetriever",
+    "LexicalSearcher",
+    "SearchResult",
+    "episode_key",
+    "episode_matches",
+]

@@ -23,7 +23,7 @@ from typing import IO, Any, TypeVar
 import qdrant_edge as edge
 
 from core.errors import Conflict, InvalidInput, NotFound, StoreUnavailable
-from core.models import JsonDict, ModelVersion, VectorHit, VectorPoint
+from core.models import JsonDict, ModelVersion, SparseVector, VectorHit, VectorPoint
 from core.settings import QdrantSettings
 from core.stores.edge_build import (
     SwapGate,
@@ -35,7 +35,14 @@ from core.stores.edge_build import (
     swap_in_build,
     write_json_atomically,
 )
-from core.stores.qdrant_index import STORE, checked_points, collection_name, version_metadata
+from core.stores.qdrant_index import (
+    SPARSE_NAME,
+    STORE,
+    checked_points,
+    collection_name,
+    has_lexical,
+    version_metadata,
+)
 from core.stores.vector_filters import (
     KEYWORD_INDEXES,
     TENANT_FIELD,
@@ -199,6 +206,8 @@ class EdgeVectorIndex:
         s = self._settings
         return edge.EdgeConfig(
             vectors=edge.EdgeVectorParams(size=version.dimension, distance=_DISTANCES[s.distance]),
+            # BM25 term weights; the engine applies IDF at query time (core.retrieval.bm25_sparse).
+            sparse_vectors={SPARSE_NAME: edge.EdgeSparseVectorParams(modifier=edge.Modifier.Idf)},
             hnsw_config=edge.HnswIndexConfig(
                 m=s.hnsw_m, ef_construct=s.hnsw_ef_construct, full_scan_threshold=10_000, payload_m=s.hnsw_m
             ),
@@ -261,8 +270,12 @@ class EdgeVectorIndex:
         name = self._collection(collection)
         meta = self._meta["collections"][name]
         checked = checked_points(points, version_key=meta["model_version"], dimension=int(meta["dimension"]))
+        lexical = has_lexical(meta)
         for start in range(0, len(checked), UPSERT_CHUNK):
-            batch = [edge.Point(p.id, p.vector, p.payload) for p in checked[start : start + UPSERT_CHUNK]]
+            batch = [
+                edge.Point(p.id, _vectors(p, lexical=lexical), p.payload)
+                for p in checked[start : start + UPSERT_CHUNK]
+            ]
             await self._write(self._apply, name, edge.UpdateOperation.upsert_points(batch))
         self._pending[name] = self._pending.get(name, 0) + len(checked)
         if self._optimize_after is not None and self._pending[name] >= self._optimize_after:
@@ -369,6 +382,88 @@ class EdgeVectorIndex:
         found = await self._read(name, lambda shard: shard.query(request))
         return [VectorHit(id=str(p.id), score=p.score, payload=p.payload or {}) for p in found]
 
+    async def search_hybrid(
+        self,
+        vector: Sequence[float] | None,
+        terms: SparseVector | None,
+        *,
+        tenant_id: str,
+        k: int,
+        filters: JsonDict | None = None,
+        collection: str | None = None,
+    ) -> tuple[list[VectorHit], list[VectorHit]]:
+        """The tenant's nearest points and its best BM25 matches, from one engine call (a query batch).
+
+        IDF counts only the tenant's points, so one tenant's scores never depend on another's text.
+        Empty lists while no collection exists; no lexical list without ``terms``.
+        """
+        if k < 1:
+            raise InvalidInput("k", "must be at least 1")
+        tenant_only = to_edge_filter([Match(TENANT_FIELD, tenant_id)])
+        query_filter = to_edge_filter(parse_filters(tenant_id, filters))
+        try:
+            name = self._collection(collection)
+        except NotFound:
+            if collection is None:
+                return [], []
+            raise
+        meta = self._meta["collections"][name]
+        requests = []
+        if vector is not None:
+            if len(vector) != int(meta["dimension"]):
+                raise InvalidInput("vector", f"has {len(vector)} dimensions, expected {meta['dimension']}")
+            requests.append(
+                edge.QueryRequest(
+                    limit=k, query=edge.Query.Nearest(list(vector)), filter=query_filter,
+                    params=edge.SearchParams(hnsw_ef=self._settings.search_ef), with_payload=True,
+                )
+            )  # fmt: skip
+        lexical = terms is not None and has_lexical(meta)
+        if terms is not None and lexical:
+            sparse = edge.SparseVector(terms.indices, terms.values)
+            requests.append(
+                edge.QueryRequest(
+                    limit=k, query=edge.Query.Nearest(sparse, using=SPARSE_NAME), filter=query_filter,
+                    params=edge.SearchParams(idf=edge.IdfParams(corpus=tenant_only)), with_payload=True,
+                )
+            )  # fmt: skip
+        if not requests:
+            return [], []
+        found = await self._read(name, lambda shard: shard.query_batch(edge.QueryBatchRequest(requests)))
+        lists = [
+            [VectorHit(id=str(p.id), score=p.score, payload=p.payload or {}) for p in hits] for hits in found
+        ]
+        return (lists[0] if vector is not None else []), (lists[-1] if lexical else [])
+
+    async def lexical_ready(self, collection: str | None = None) -> bool:
+        """Whether the collection (default: the alias's) holds BM25 sparse vectors; False with none."""
+        try:
+            name = self._collection(collection)
+        except NotFound:
+            return False
+        return has_lexical(self._meta["collections"][name])
+
+    async def update_terms(
+        self, terms: dict[uuid.UUID, SparseVector], *, collection: str | None = None
+    ) -> int:
+        """Replace the BM25 vector of those of the given points that exist; returns how many did."""
+        if not terms:
+            return 0
+        name = self._collection(collection)
+        if not has_lexical(self._meta["collections"][name]):
+            return 0
+        ids: list[edge.PointId] = list(terms)
+        found = await self._read(name, lambda shard: shard.retrieve(ids, False, False))
+        existing = [uuid.UUID(str(r.id)) for r in found]
+        if not existing:
+            return 0
+        update = [
+            edge.PointVectors(pid, {SPARSE_NAME: edge.SparseVector(terms[pid].indices, terms[pid].values)})
+            for pid in existing
+        ]
+        await self._write(self._apply, name, edge.UpdateOperation.update_vectors(update))
+        return len(existing)
+
     async def delete_by_source(self, *, tenant_id: str, source_ids: Sequence[str]) -> None:
         """Delete the tenant's points derived from any of ``source_ids``, in every model version's collection.
 
@@ -447,3 +542,10 @@ class EdgeVectorIndex:
             fcntl.flock(self._lock_file.fileno(), fcntl.LOCK_UN)
             self._lock_file.close()
             self._lock_file = None
+
+
+def _vectors(point: VectorPoint, *, lexical: bool) -> Any:
+    """A point's vectors for the shard: the dense one, and its BM25 terms where the collection has them."""
+    if lexical and point.sparse is not None and point.sparse.indices:
+        return {"": point.vector, SPARSE_NAME: edge.SparseVector(point.sparse.indices, point.sparse.values)}
+    return point.vector

@@ -100,7 +100,8 @@ def search_filters(
     """SQL predicates for the shared filter keys; values are appended to ``args`` as parameters.
 
     ``kind`` is one value or any of several; ``created_after`` is inclusive, ``created_before`` exclusive;
-    ``metadata`` is jsonb containment. ``alias`` prefixes the columns (``"e."`` in a joined query).
+    ``metadata`` is jsonb containment; ``unconsolidated`` (episodes only) keeps the episodes consolidation
+    has not reached yet. ``alias`` prefixes the columns (``"e."`` in a joined query).
     """
     clauses: list[str] = []
     filters = filters or {}
@@ -127,6 +128,8 @@ def search_filters(
     if memories and filters.get("model_version") is not None:
         args.append(filters["model_version"])
         clauses.append(f"{col}model_version = ${len(args)}")
+    if not memories and filters.get("unconsolidated"):
+        clauses.append(f"{col}consolidated_at IS NULL")  # the partial index ix_episodes_fresh_tsv
     return clauses
 
 

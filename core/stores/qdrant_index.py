@@ -18,7 +18,7 @@ from qdrant_client import AsyncQdrantClient, models
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
 from core.errors import Conflict, InvalidInput, NotFound, StoreUnavailable
-from core.models import JsonDict, ModelVersion, VectorHit, VectorPoint
+from core.models import JsonDict, ModelVersion, SparseVector, VectorHit, VectorPoint
 from core.settings import QdrantSettings
 from core.stores.vector_filters import (
     KEYWORD_INDEXES,
@@ -35,6 +35,9 @@ logger = logging.getLogger(__name__)
 
 STORE = "qdrant"
 UPSERT_CHUNK = 256
+# The BM25 sparse vector of every point (named; the dense vector is the unnamed default). A collection
+# records it in its metadata; one created before lexical search moved into the engine has none.
+SPARSE_NAME = "bm25"
 
 
 def collection_name(settings: QdrantSettings, version: ModelVersion) -> str:
@@ -50,7 +53,13 @@ def version_metadata(version: ModelVersion) -> JsonDict:
         "model_revision": version.revision,
         "dimension": version.dimension,
         "backend": version.backend,
+        "sparse": SPARSE_NAME,
     }
+
+
+def has_lexical(meta: JsonDict) -> bool:
+    """Whether a collection with this metadata holds BM25 sparse vectors (see :data:`SPARSE_NAME`)."""
+    return meta.get("sparse") == SPARSE_NAME
 
 
 def checked_points(points: Sequence[VectorPoint], *, version_key: str, dimension: int) -> list[VectorPoint]:
@@ -177,6 +186,9 @@ class QdrantVectorIndex:
                     vectors_config=models.VectorParams(
                         size=version.dimension, distance=models.Distance(s.distance)
                     ),
+                    sparse_vectors_config={
+                        SPARSE_NAME: models.SparseVectorParams(modifier=models.Modifier.IDF)
+                    },
                     hnsw_config=models.HnswConfigDiff(
                         m=s.hnsw_m, ef_construct=s.hnsw_ef_construct, payload_m=s.hnsw_m
                     ),
@@ -225,9 +237,10 @@ class QdrantVectorIndex:
         target = await self._target(collection)
         meta = await self._version_of(target)
         checked = checked_points(points, version_key=meta["model_version"], dimension=int(meta["dimension"]))
+        lexical = has_lexical(meta)
         for start in range(0, len(checked), UPSERT_CHUNK):
             batch = [
-                models.PointStruct(id=str(p.id), vector=p.vector, payload=p.payload)
+                models.PointStruct(id=str(p.id), vector=_vectors(p, lexical=lexical), payload=p.payload)
                 for p in checked[start : start + UPSERT_CHUNK]
             ]
             async with self._call("upsert"):
@@ -268,6 +281,94 @@ class QdrantVectorIndex:
                 return []
             raise
         return [VectorHit(id=str(p.id), score=p.score, payload=p.payload or {}) for p in found.points]
+
+    async def search_hybrid(
+        self,
+        vector: Sequence[float] | None,
+        terms: SparseVector | None,
+        *,
+        tenant_id: str,
+        k: int,
+        filters: JsonDict | None = None,
+        collection: str | None = None,
+    ) -> tuple[list[VectorHit], list[VectorHit]]:
+        """The tenant's nearest points and its best BM25 matches, in one request (a query batch).
+
+        IDF counts only the tenant's points. Empty lists while no collection exists; no lexical list
+        without ``terms`` or in a collection without sparse vectors.
+        """
+        if k < 1:
+            raise InvalidInput("k", "must be at least 1")
+        try:
+            target = await self._target(collection)
+            meta = await self._version_of(target)
+        except NotFound:
+            if collection is None:
+                return [], []
+            raise
+        query_filter = to_qdrant_filter(parse_filters(tenant_id, filters))
+        dense_params = None if self._local else models.SearchParams(hnsw_ef=self._settings.search_ef)
+        requests = []
+        if vector is not None:
+            requests.append(
+                models.QueryRequest(
+                    query=list(vector), filter=query_filter, limit=k, with_payload=True, params=dense_params
+                )
+            )
+        lexical = terms is not None and has_lexical(meta)
+        if terms is not None and lexical:
+            tenant_only = to_qdrant_filter([Match(TENANT_FIELD, tenant_id)])
+            requests.append(
+                models.QueryRequest(
+                    query=models.SparseVector(indices=terms.indices, values=terms.values),
+                    using=SPARSE_NAME, filter=query_filter, limit=k, with_payload=True,
+                    params=models.SearchParams(idf=models.IdfCorpusParams(corpus=tenant_only)),
+                )
+            )  # fmt: skip
+        if not requests:
+            return [], []
+        async with self._call("query_batch_points"):
+            found = await self._client.query_batch_points(target, requests=requests)
+        lists = [
+            [VectorHit(id=str(p.id), score=p.score, payload=p.payload or {}) for p in r.points] for r in found
+        ]
+        return (lists[0] if vector is not None else []), (lists[-1] if lexical else [])
+
+    async def lexical_ready(self, collection: str | None = None) -> bool:
+        """Whether the collection (default: the alias's) holds BM25 sparse vectors; False with none."""
+        try:
+            return has_lexical(await self._version_of(await self._target(collection)))
+        except NotFound:
+            return False
+
+    async def update_terms(
+        self, terms: dict[uuid.UUID, SparseVector], *, collection: str | None = None
+    ) -> int:
+        """Replace the BM25 vector of those of the given points that exist; returns how many did."""
+        if not terms:
+            return 0
+        target = await self._target(collection)
+        if not has_lexical(await self._version_of(target)):
+            return 0
+        async with self._call("retrieve"):
+            found = await self._client.retrieve(
+                target, ids=[str(i) for i in terms], with_payload=False, with_vectors=False
+            )
+        existing = [uuid.UUID(str(r.id)) for r in found]
+        if not existing:
+            return 0
+        update = [
+            models.PointVectors(
+                id=str(pid),
+                vector={
+                    SPARSE_NAME: models.SparseVector(indices=terms[pid].indices, values=terms[pid].values)
+                },
+            )
+            for pid in existing
+        ]
+        async with self._call("update_vectors"):
+            await self._client.update_vectors(target, points=update, wait=True)
+        return len(existing)
 
     async def _our_collections(self) -> list[str]:
         async with self._call("get_collections"):
@@ -320,3 +421,11 @@ class QdrantVectorIndex:
 
     async def close(self) -> None:
         """Nothing to release: the client belongs to whoever opened it (see ``open_vector_index``)."""
+
+
+def _vectors(point: VectorPoint, *, lexical: bool) -> models.VectorStruct:
+    """A point's vectors: the dense one (unnamed), and its BM25 terms where the collection has them."""
+    if lexical and point.sparse is not None and point.sparse.indices:
+        sparse = models.SparseVector(indices=point.sparse.indices, values=point.sparse.values)
+        return {"": point.vector, SPARSE_NAME: sparse}
+    return point.vector

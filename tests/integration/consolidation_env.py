@@ -27,6 +27,7 @@ from core.embedding.types import TextEmbedder
 from core.ids import content_hash, deterministic_id, partition_of
 from core.models import Episode, Role
 from core.ports import VectorIndex
+from core.retrieval.bm25_sparse import bm25_sparse
 from core.settings import ConsolidationSettings, EmbeddingSettings, QdrantSettings, Settings
 from core.stores.postgres_episodic import PostgresEpisodeStore, init_connection
 from core.stores.redis_working import RedisWorkingStore
@@ -106,6 +107,7 @@ class Env:
         return PartitionStores(
             pool=self.pool, episodic=self.episodic, embedder=self.embedder, vectors=self.vectors,
             summariser=ExtractiveSummariser(), buffers=self.working,
+            lexical=bm25_sparse(self.settings.retrieval),
         )  # fmt: skip
 
 

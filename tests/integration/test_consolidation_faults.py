@@ -8,6 +8,7 @@ in a session) own no point of their own. A second run on a locked partition skip
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator, Iterator, Sequence
 from datetime import timedelta
 from pathlib import Path
@@ -16,8 +17,10 @@ import pytest
 import redis.asyncio as aioredis
 
 from core.consolidation.partition import FAULT_POINTS, consolidate_partition
+from core.consolidation.runner import run_partition
 from core.embedding.sentence_model import SentenceTransformerEmbedder
 from core.embedding.types import EmbedResult
+from core.errors import EmbeddingError
 from core.models import ModelVersion
 from core.settings import EmbeddingSettings
 from tests.integration.consolidation_env import (
@@ -193,3 +196,56 @@ async def test_second_concurrent_run_skips_a_locked_partition(
     result_a = await asyncio.wait_for(task_a, 60)
     assert result_a.status == "done" and result_a.episodes == len(everything)
     await assert_exactly_once(env, tenant, everything, [run_a.id, run_b.id])
+
+
+class SlowOnce:
+    """An embedder whose first call does not answer in time (as a handle call past its timeout)."""
+
+    def __init__(self, inner: SentenceTransformerEmbedder) -> None:
+        self.inner = inner
+        self.calls = 0
+
+    async def embed(self, texts: Sequence[str]) -> EmbedResult:
+        self.calls += 1
+        if self.calls == 1:
+            raise EmbeddingError(f"Embedder.embed of {len(texts)} texts did not answer within 60 s")
+        return await self.inner.embed(texts)
+
+    async def model_version(self) -> ModelVersion:
+        return await self.inner.model_version()
+
+
+async def test_a_timed_out_pass_is_retried_and_the_run_says_why(env: Env, tenant: str) -> None:
+    everything = await seed(env, tenant)
+    slow = SlowOnce(env.embedder)  # type: ignore[arg-type]
+    stores = dataclasses.replace(env.stores, embedder=slow)
+    run = await env.runs.create(partitions=[PARTITION], trigger="test")
+    outcome = await run_partition(
+        PARTITION, run_id=run.id, settings=env.settings, stores=stores, runs=env.runs
+    )
+    record = await env.runs.finish(run.id)
+
+    assert outcome.status == "done" and record.status == "succeeded", record.errors
+    counts = record.counts[str(PARTITION)]
+    assert counts["retries"] == 1
+    assert "did not answer within 60 s" in counts["last_retry"]
+    await assert_exactly_once(env, tenant, everything, [run.id])
+
+
+async def test_a_pass_that_keeps_timing_out_fails_with_the_call_named(env: Env, tenant: str) -> None:
+    await seed(env, tenant)
+
+    class NeverAnswers(SlowOnce):
+        async def embed(self, texts: Sequence[str]) -> EmbedResult:
+            raise EmbeddingError(f"Embedder.embed of {len(texts)} texts did not answer within 60 s")
+
+    settings = env.settings.model_copy(
+        update={"consolidation": env.settings.consolidation.model_copy(update={"partition_retries": 1})}
+    )
+    stores = dataclasses.replace(env.stores, embedder=NeverAnswers(env.embedder))  # type: ignore[arg-type]
+    run = await env.runs.create(partitions=[PARTITION], trigger="test")
+    outcome = await run_partition(PARTITION, run_id=run.id, settings=settings, stores=stores, runs=env.runs)
+    record = await env.runs.finish(run.id)
+    assert outcome.status == "failed" and record.status == "failed"
+    assert record.counts[str(PARTITION)]["retries"] == 1
+    assert "EmbeddingError: Embedder.embed of" in record.errors[0]["error"]
