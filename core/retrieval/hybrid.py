@@ -89,11 +89,13 @@ class HybridRetriever:
         filters: dict[str, Any] | None = None,
         tiers: Sequence[str] | None = None,
         mode: Mode = "hybrid",
+        depth: int | None = None,
     ) -> SearchResult:
-        """The ``k`` best snippets for ``query`` over the requested tiers, fused and diversified."""
+        """The ``k`` best snippets for ``query`` over the requested tiers, fused and diversified; each tier
+        offers ``depth`` candidates (default: ``candidate_k``, at least ``k``)."""
         k = k or self._settings.default_k
         active = self._active_tiers(tiers, mode, filters)
-        depth = max(k, self._settings.candidate_k)
+        depth = max(k, depth or self._settings.candidate_k)
         in_engine = [t for t in active if t in (Tier.SEMANTIC.value, Tier.EPISODIC.value)]
         if in_engine and await self._engine_is_lexical():
             rest = [t for t in active if t not in in_engine]
@@ -134,9 +136,12 @@ class HybridRetriever:
         chronological: bool = False,
         tiers: Sequence[str] | None = None,
         mode: Mode = "hybrid",
+        candidates: int | None = None,
     ) -> ContextResult:
-        """The best context for ``query`` that fits ``token_budget`` tokens, with sources."""
+        """The best context for ``query`` that fits ``token_budget`` tokens, with sources; packing considers
+        the best ``candidates`` (default ``candidate_k``) snippets, and each tier offers as many."""
         budget = token_budget or self._settings.default_token_budget
+        candidates = candidates or self._settings.candidate_k
         if tier_quotas:
             unknown = set(tier_quotas) - set(TIERS)
             if unknown:
@@ -144,10 +149,11 @@ class HybridRetriever:
         found = await self.search(
             tenant_id=tenant_id,
             query=query,
-            k=self._settings.candidate_k,
+            k=candidates,
             filters=filters,
             tiers=tiers,
             mode=mode,
+            depth=candidates,
         )
         packed = await asyncio.to_thread(
             pack_context, found.snippets, token_budget=budget, counter=self._counter,

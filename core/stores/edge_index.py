@@ -430,8 +430,11 @@ class EdgeVectorIndex:
         if not requests:
             return [], []
         found = await self._read(name, lambda shard: shard.query_batch(edge.QueryBatchRequest(requests)))
+        # The engine's own output: built without re-validating every payload (measured: 10 % of a
+        # /v1/context request's CPU went into validating 200 hits).
         lists = [
-            [VectorHit(id=str(p.id), score=p.score, payload=p.payload or {}) for p in hits] for hits in found
+            [VectorHit.model_construct(id=str(p.id), score=p.score, payload=p.payload or {}) for p in hits]
+            for hits in found
         ]
         return (lists[0] if vector is not None else []), (lists[-1] if lexical else [])
 

@@ -330,7 +330,11 @@ class QdrantVectorIndex:
         async with self._call("query_batch_points"):
             found = await self._client.query_batch_points(target, requests=requests)
         lists = [
-            [VectorHit(id=str(p.id), score=p.score, payload=p.payload or {}) for p in r.points] for r in found
+            [
+                VectorHit.model_construct(id=str(p.id), score=p.score, payload=p.payload or {})
+                for p in r.points
+            ]
+            for r in found
         ]
         return (lists[0] if vector is not None else []), (lists[-1] if lexical else [])
 

@@ -63,6 +63,7 @@ class InProcessRetriever:
                 chronological=body.get("chronological", True),
                 tiers=body.get("tiers"),
                 mode=body.get("mode", "hybrid"),
+                candidates=body.get("candidates"),
             )
         metrics.observe_retrieval(
             "context", result.snippets, tokens_used=result.tokens_used, token_budget=result.token_budget

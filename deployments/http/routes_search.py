@@ -56,7 +56,9 @@ class ContextRequest(BaseModel):
     filters: SearchFilters = Field(default_factory=SearchFilters)
     tier_quotas: dict[Tier, int] | None = Field(None, description="Max tokens per tier")
     chronological: bool = Field(True, description="Order packed snippets by time")
-    candidates: int = Field(50, ge=1, le=200, description="Ranked candidates considered for packing")
+    candidates: int = Field(
+        50, ge=1, le=200, description="Ranked candidates considered for packing (and fetched from each tier)"
+    )
     mode: Literal["hybrid", "vector", "lexical"] = "hybrid"
 
 

@@ -299,3 +299,26 @@ async def test_chunk_points_crowding_the_first_page_trigger_one_deeper_fetch() -
         await index.upsert(episode_chunk_points(ep, [[0.0, 0.0, 1.0 - i / 10, 0.1]] * 2, VERSION))
     found = await retriever.search(tenant_id="t1", query="painting", k=2, mode="vector")
     assert [s.content for s in found.snippets] == [longs[0].content, longs[1].content]
+
+
+async def test_context_fetches_as_many_candidates_as_asked() -> None:
+    retriever, store, _, index, _ = await _setup()
+    asked: list[int] = []
+    lexical, vector = store.search_text, index.search
+
+    async def counting_lexical(**kw: Any) -> Any:
+        asked.append(kw["k"])
+        return await lexical(**kw)
+
+    async def counting_vector(vec: Sequence[float], **kw: Any) -> Any:
+        asked.append(kw["k"])
+        return await vector(vec, **kw)
+
+    store.search_text = counting_lexical  # type: ignore[method-assign]
+    index.search = counting_vector  # type: ignore[method-assign]
+    found = await retriever.context(tenant_id="t1", query="invoice XJ42", token_budget=64, candidates=3)
+    assert "XJ42" in found.context
+    assert asked and set(asked) == {3}  # each tier offers the 3 candidates packing considers
+    asked.clear()
+    await retriever.context(tenant_id="t1", query="invoice XJ42", token_budget=64)
+    assert set(asked) == {RetrievalSettings().candidate_k}
