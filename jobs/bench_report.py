@@ -262,7 +262,7 @@ def _faults(data: dict[str, Any]) -> list[str]:
 
 
 _SPECIAL = {"soak": _soak, "faults": _faults}
-_NOT_FLAT = {"modes", "provenance", "generated_at", "machine"}
+_NOT_FLAT = {"modes", "provenance", "generated_at", "machine", "runs"}  # runs: every repeat, in the JSON
 
 
 def provenance_of(data: dict[str, Any]) -> dict[str, Any]:
