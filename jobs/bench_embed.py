@@ -38,6 +38,7 @@ from fastapi import FastAPI, Request
 
 from jobs.bench_embed_backends import compare_backends, load_texts
 from jobs.bench_embed_bulk import queries_under_bulk
+from jobs.bench_procs import stop
 
 log = logging.getLogger(__name__)
 
@@ -169,12 +170,7 @@ def plain_server(threads: int) -> Iterator[str]:
             raise TimeoutError("plain FastAPI server did not start")
         yield f"{base}/embed"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        stop(proc)
 
 
 # --- Serve -------------------------------------------------------------------------------------------

@@ -38,6 +38,7 @@ from deployments.http.api import create_api
 from deployments.http.deps import ApiContext
 from deployments.http.retrieval import InProcessRetriever
 from deployments.http.routes_search import router as search_router
+from jobs.bench_procs import stop
 
 # Ray starts its workers at this niceness: the limit runs at the same priority as the replicas it is
 # compared with, so that whatever else runs on the machine takes from both alike.
@@ -106,12 +107,7 @@ def limit_server(
             time.sleep(0.3)
         yield base, proc.pid
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        stop(proc, grace_s=30)
         Path(f.name).unlink(missing_ok=True)
 
 

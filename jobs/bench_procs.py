@@ -9,8 +9,9 @@ process named explicitly (a single-process server, say). The load generator itse
 from __future__ import annotations
 
 import os
+import subprocess
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 _TICK_S = 1.0 / os.sysconf("SC_CLK_TCK")
@@ -45,20 +46,36 @@ def role_of(comm: str, title: str) -> str | None:
     return None
 
 
+def descendants(parents: Iterable[tuple[int, int]], root_pid: int) -> set[int]:
+    """Pids of every process below ``root_pid``, from (pid, parent pid) pairs."""
+    children: dict[int, list[int]] = defaultdict(list)
+    for pid, ppid in parents:
+        children[ppid].append(pid)
+    found, stack = set(), [root_pid]
+    while stack:
+        for child in children[stack.pop()]:
+            found.add(child)
+            stack.append(child)
+    return found
+
+
+def stop(proc: subprocess.Popen[bytes], *, grace_s: float = 10.0) -> None:
+    """Terminate a child process; kill it when it has not exited within ``grace_s``."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
 def snapshot(root_pid: int, named: Mapping[int, str] | None = None) -> dict[int, tuple[str, float]]:
     """pid -> (role, CPU seconds) for the stores, the processes below ``root_pid`` and ``named`` ones."""
     table: dict[int, tuple[int, str, str, float]] = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit() and (st := _stat(int(entry.name))) is not None:
             table[int(entry.name)] = st
-    children: dict[int, list[int]] = defaultdict(list)
-    for pid, (ppid, *_rest) in table.items():
-        children[ppid].append(pid)
-    below, stack = set(), [root_pid]
-    while stack:
-        for child in children[stack.pop()]:
-            below.add(child)
-            stack.append(child)
+    below = descendants([(pid, st[0]) for pid, st in table.items()], root_pid)
     out: dict[int, tuple[str, float]] = {}
     for pid, (_ppid, comm, title, cpu) in table.items():
         role = (named or {}).get(pid) or role_of(comm, title)

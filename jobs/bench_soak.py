@@ -25,6 +25,7 @@ from typing import Any
 
 import httpx
 
+from jobs.bench_procs import descendants
 from jobs.bench_retrieve import load_memories
 
 TOPICS = ("flight", "hotel", "invoice", "birthday", "allergy", "meeting", "deadline", "refund", "budget")
@@ -78,15 +79,7 @@ def _role(title: str) -> str | None:
 
 def _descendants(table: Sequence[tuple[int, int, str, int]], root_pid: int) -> set[int]:
     """Pids of every process below ``root_pid`` in a ``_proc_table()``."""
-    children: dict[int, list[int]] = defaultdict(list)
-    for pid, ppid, _, _ in table:
-        children[ppid].append(pid)
-    found, stack = set(), [root_pid]
-    while stack:
-        for child in children[stack.pop()]:
-            found.add(child)
-            stack.append(child)
-    return found
+    return descendants([(pid, ppid) for pid, ppid, _, _ in table], root_pid)
 
 
 def app_processes(root_pid: int | None) -> list[tuple[int, str, int]]:
