@@ -2,9 +2,9 @@
 
 Tiers: ``semantic`` (vector index, query embedded by the embedder), ``episodic`` (lexical search over
 durable episodes), ``working`` (the session buffer, when a ``session_id`` filter is given; its scores
-count only when the episodic tier did not answer, see :func:`_scoring_outcomes`). A tier that
-fails with StoreUnavailable, an embedding error or a timeout is reported in ``degraded``; the request
-still succeeds with the other tiers.
+count only when the episodic tier did not answer, see :func:`core.retrieval.ranking.scoring_outcomes`).
+A tier that fails with StoreUnavailable, an embedding error or a timeout is reported in ``degraded``;
+the request still succeeds with the other tiers.
 
 With ``terms`` (engine lexical search) and a collection that holds BM25 vectors, the semantic and the
 lexical lists come from ONE engine call (core.retrieval.engine_search); Postgres then answers only for
@@ -18,21 +18,19 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from core.embedding.types import TextEmbedder
 from core.errors import EmbeddingError, InvalidInput, StoreUnavailable
 from core.metrics import METRICS
-from core.models import Episode, MemoryRecord, ScoredSnippet, Tier, VectorHit
+from core.models import Episode, MemoryRecord, Tier, VectorHit
 from core.ports import VectorIndex, WorkingStore
 from core.retrieval.bm25_sparse import Bm25Sparse
 from core.retrieval.candidates import Candidate, episode_key, episode_matches, from_episode, from_memory
-from core.retrieval.diversity import drop_near_duplicate_texts, mmr_order, text_similarity
 from core.retrieval.engine_search import best_per_record, engine_candidates, merge_by_score
-from core.retrieval.fusion import apply_recency, rank_keys, rrf_fuse, weighted_fuse
 from core.retrieval.packing import pack_context
 from core.retrieval.quality import lexical_query, working_scores
+from core.retrieval.ranking import TierOutcome, fuse_and_diversify, score_stats
 from core.retrieval.results import ContextResult, LexicalSearcher, MemoryLexicalSearcher, SearchResult
 from core.retrieval.tokens import TokenCounter
 from core.settings import RetrievalSettings
@@ -44,15 +42,6 @@ TIERS: tuple[str, ...] = (Tier.SEMANTIC.value, Tier.EPISODIC.value, Tier.WORKING
 _VERSION_TTL_S = 30.0
 # Points fetched per wanted record from the vector tier (a long record also has chunk points).
 _CHUNK_OVERFETCH = 2
-_MMR_HEAD = 20
-
-
-@dataclass
-class _TierOutcome:
-    name: str
-    candidates: list[Candidate] = field(default_factory=list)
-    failed: bool = False
-    partial: bool = False  # answered, but a part of the tier could not be searched
 
 
 class HybridRetriever:
@@ -117,9 +106,9 @@ class HybridRetriever:
                 )
             )
         degraded = [o.name for o in outcomes if o.failed or o.partial]
-        ranked = self._fuse_and_diversify([o for o in outcomes if not o.failed], k=k)
+        ranked = fuse_and_diversify([o for o in outcomes if not o.failed], settings=self._settings, k=k)
         tier_top = {o.name: max(c.raw_score for c in o.candidates) for o in outcomes if o.candidates}
-        top, spread = _stats([s.score for s in ranked])
+        top, spread = score_stats([s.score for s in ranked])
         return SearchResult(
             snippets=ranked, degraded=degraded, mode=mode, top_score=top, score_spread=spread,
             tier_top_scores=tier_top,
@@ -190,7 +179,7 @@ class HybridRetriever:
 
     async def _run_tier(
         self, name: str, *, tenant_id: str, query: str, depth: int, filters: dict[str, Any] | None
-    ) -> _TierOutcome:
+    ) -> TierOutcome:
         try:
             with METRICS.retrieval_tier_seconds.timer(tier=name):
                 async with asyncio.timeout(self._settings.tier_timeout_s):
@@ -206,15 +195,15 @@ class HybridRetriever:
                         found = await self._recent(tenant_id=tenant_id, query=query, filters=filters or {})
         except (StoreUnavailable, EmbeddingError, TimeoutError) as exc:
             self._note_degraded(name, exc)
-            return _TierOutcome(name, failed=True)
-        return _TierOutcome(name, candidates=found)
+            return TierOutcome(name, failed=True)
+        return TierOutcome(name, candidates=found)
 
-    async def _tier_list(self, name: str, **kwargs: Any) -> list[_TierOutcome]:
+    async def _tier_list(self, name: str, **kwargs: Any) -> list[TierOutcome]:
         return [await self._run_tier(name, **kwargs)]
 
     async def _run_engine(
         self, wanted: list[str], *, tenant_id: str, query: str, depth: int, filters: dict[str, Any] | None
-    ) -> list[_TierOutcome]:
+    ) -> list[TierOutcome]:
         """The semantic and lexical tiers from one engine call, plus Postgres for unconsolidated episodes."""
         semantic, lexical = Tier.SEMANTIC.value, Tier.EPISODIC.value
         fresh = (
@@ -239,7 +228,7 @@ class HybridRetriever:
                 fresh.cancel()
                 await asyncio.gather(fresh, return_exceptions=True)
             self._note_degraded(semantic, exc)
-            out = [_TierOutcome(semantic, failed=True)] if semantic in wanted else []
+            out = [TierOutcome(semantic, failed=True)] if semantic in wanted else []
             if lexical in wanted:
                 out.append(
                     await self._run_tier(
@@ -255,11 +244,11 @@ class HybridRetriever:
         if semantic in wanted:
             if lists.dense_error is not None:
                 self._note_degraded(semantic, lists.dense_error)
-            out.append(_TierOutcome(semantic, candidates=lists.dense, failed=lists.dense_error is not None))
+            out.append(TierOutcome(semantic, candidates=lists.dense, failed=lists.dense_error is not None))
         if fresh is not None:
             recent, answered = await fresh
             ranked = merge_by_score(recent, lists.lexical, depth=depth)
-            out.append(_TierOutcome(lexical, candidates=ranked, partial=not answered))
+            out.append(TierOutcome(lexical, candidates=ranked, partial=not answered))
         return out
 
     async def _fresh_episodes(
@@ -372,83 +361,6 @@ class HybridRetriever:
         recent = [e for e in recent if episode_matches(e, filters)]
         scored = working_scores(query, recent, always_newest=self._settings.working_recent_n)
         return [from_episode(ep, tier=Tier.WORKING, raw_score=s, rank=i) for i, (ep, s) in enumerate(scored)]
-
-    # -- fusion -----------------------------------------------------------------------------------
-
-    def _fuse_and_diversify(self, outcomes: Sequence[_TierOutcome], *, k: int) -> list[ScoredSnippet]:
-        cfg = self._settings
-        merged: dict[str, Candidate] = {}
-        for outcome in outcomes:
-            for cand in outcome.candidates:
-                merged[cand.key] = merged[cand.key].merge(cand) if cand.key in merged else cand
-        if not merged:
-            return []
-        scoring = _scoring_outcomes(outcomes)
-        if cfg.fusion == "rrf":
-            fused = rrf_fuse(
-                {o.name: [c.key for c in o.candidates] for o in scoring},
-                k=cfg.rrf_k,
-                weights=cfg.fusion_weights,
-            )
-        else:
-            fused = weighted_fuse(
-                {o.name: [(c.key, c.raw_score) for c in o.candidates] for o in scoring},
-                weights=cfg.fusion_weights, method=cfg.score_normalisation,
-            )  # fmt: skip
-        # Buffered turns that no scoring tier ranked (the newest, say) stay on offer, last.
-        scored = {o.name for o in scoring}
-        for outcome in outcomes:
-            if outcome.name not in scored:
-                fused.update({c.key: 0.0 for c in outcome.candidates if c.key not in fused})
-        if cfg.recency_half_life_s is not None:
-            created = {key: c.created_ts for key, c in merged.items()}
-            fused = apply_recency(
-                fused,
-                created,
-                now_ts=time.time(),
-                half_life_s=cfg.recency_half_life_s,
-                weight=cfg.recency_weight,
-            )
-        order = [key for key in rank_keys(fused) if key in merged]
-        texts = [merged[key].content for key in order]
-        similarity = text_similarity(texts)
-        # MMR diversifies the head of the list (the part a context budget usually holds); the tail
-        # keeps relevance order. Both steps stay O(head x pool) whatever k is.
-        head = min(k, _MMR_HEAD) if cfg.mmr_lambda < 1.0 else 0
-        kept = drop_near_duplicate_texts(texts, threshold=cfg.dedupe_threshold, limit=k + head)
-        chosen = kept[:k]
-        if head:
-            pool = kept[: 2 * head]
-            picked = mmr_order(
-                [fused[order[i]] for i in pool],
-                lambda a, b: similarity(pool[a], pool[b]),
-                lambda_=cfg.mmr_lambda,
-                k=head,
-            )
-            first = [pool[i] for i in picked]
-            taken = set(first)
-            rest = [i for i in kept if i not in taken]
-            chosen = (first + rest)[:k]
-        return [merged[order[i]].to_snippet(fused[order[i]]) for i in chosen]
-
-
-def _scoring_outcomes(outcomes: Sequence[_TierOutcome]) -> list[_TierOutcome]:
-    """The tiers whose scores are fused. Every buffered turn is already durable in Postgres (the buffer
-    is written after the commit), so while the episodic tier answers, the working tier's overlap score
-    would count the same lexical evidence twice for the newest turns only: a recency boost that
-    ``recency_half_life_s`` does not control (LoCoMo recall@10 75.7 with it, 78.5 without). It still
-    offers its turns as candidates, and scores them when the episodic tier is down or not asked for.
-    """
-    if any(o.name == Tier.EPISODIC.value for o in outcomes):
-        return [o for o in outcomes if o.name != Tier.WORKING.value]
-    return list(outcomes)
-
-
-def _stats(scores: Sequence[float]) -> tuple[float | None, float | None]:
-    """Top score and spread (top minus the lowest returned) of a result list."""
-    if not scores:
-        return None, None
-    return max(scores), max(scores) - min(scores)
 
 
 __all__ = [
