@@ -25,7 +25,7 @@ run: setup
 	$(BIN)/hybridmem run --host $(HOST) --port $(PORT)
 
 test: setup
-	$(BIN)/python -m pytest -q -ra $(PYTEST_ARGS)
+	PYTHONFAULTHANDLER=1 $(BIN)/python -m pytest -q -ra $(PYTEST_ARGS)
 
 test-fast: setup
 	$(BIN)/python -m pytest -q -ra -m "not serve and not slow" $(PYTEST_ARGS)

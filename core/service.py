@@ -7,6 +7,7 @@ miss). Scratchpads live in Redis only, with a TTL, and are acknowledged once Red
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from collections.abc import Sequence
@@ -34,6 +35,8 @@ from core.schemas import (
     check_ttl,
 )
 from core.settings import Settings
+
+HEALTH_TIMEOUT_S = 5.0  # a store that has not answered a readiness ping by then is reported unavailable
 
 log = logging.getLogger(__name__)
 
@@ -352,14 +355,21 @@ class HybridMemoryService:
     # ---- health ---------------------------------------------------------------------------------
 
     async def health(self) -> HealthReport:
-        stores: dict[str, str] = {}
+        """Every store pinged at once, each given ``HEALTH_TIMEOUT_S``: a store that hangs (a stopped
+        server whose connections have not failed yet) is reported as such, and never delays the others."""
         checks: list[tuple[str, Any]] = [("redis", self._working), ("postgres", self._episodic)]
         if self._vectors is not None:
             checks.append(("qdrant", self._vectors))
-        for name, store in checks:
+
+        async def check(store: Any) -> str:
             try:
-                await store.ping()
-                stores[name] = "ok"
+                async with asyncio.timeout(HEALTH_TIMEOUT_S):
+                    await store.ping()
             except StoreUnavailable as exc:
-                stores[name] = f"unavailable: {exc.message}"
-        return HealthReport(stores=stores)
+                return f"unavailable: {exc.message}"
+            except TimeoutError:
+                return f"unavailable: no answer within {HEALTH_TIMEOUT_S:g} s"
+            return "ok"
+
+        states = await asyncio.gather(*(check(store) for _, store in checks))
+        return HealthReport(stores={name: state for (name, _), state in zip(checks, states, strict=True)})

@@ -147,6 +147,32 @@ async def test_health_names_the_store_that_is_down(pg_pool, key_prefix):
         await dead.aclose()
 
 
+async def test_health_reports_a_hung_store_without_waiting_on_it(pg_pool, key_prefix, monkeypatch):
+    """A server that accepts connections and never answers (stopped mid-way, say) is reported after
+    HEALTH_TIMEOUT_S, and the other stores are still checked and reported."""
+    import asyncio
+    import socket
+    import time
+
+    import core.service
+
+    monkeypatch.setattr(core.service, "HEALTH_TIMEOUT_S", 0.5)
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)  # the kernel completes the handshakes; nothing ever reads or writes
+    hung = aioredis.Redis.from_url(f"redis://127.0.0.1:{silent.getsockname()[1]}", socket_timeout=None)
+    try:
+        started = time.monotonic()
+        async with asyncio.timeout(5):
+            report = await _service(hung, pg_pool, key_prefix).health()
+        assert time.monotonic() - started < 2
+        assert report.stores == {"redis": "unavailable: no answer within 0.5 s", "postgres": "ok"}
+        assert not report.ok
+    finally:
+        await hung.aclose()
+        silent.close()
+
+
 async def test_postgres_ping_answers_quickly_when_the_pool_is_exhausted(pg_database: str) -> None:
     """Readiness must not wait out the statement timeout: with every pooled connection busy, ping
     reports postgres unavailable within PING_TIMEOUT_S instead of after the store's 30 s timeout."""
