@@ -21,6 +21,8 @@ from core.models import (
     VectorHit,
     VectorPoint,
 )
+from core.retrieval.query import ContextQuery, SearchQuery
+from core.retrieval.results import ContextResult, SearchResult
 
 
 class WorkingStore(Protocol):
@@ -167,3 +169,17 @@ class VectorIndex(Protocol):
     async def ping(self) -> None: ...
 
     async def close(self) -> None: ...
+
+
+class Retriever(Protocol):
+    """The read path: hybrid search and token-budgeted context over the three tiers.
+
+    Implemented in process by :class:`core.retrieval.hybrid.HybridRetriever` and over the Serve handle by
+    ``deployments.retriever.HandleRetriever``; one contract suite runs against both
+    (tests/contract/test_retriever.py). Defaults the query leaves as None come from the serving side's
+    ``retrieval`` settings.
+    """
+
+    async def search(self, query: SearchQuery) -> SearchResult: ...
+
+    async def context(self, query: ContextQuery) -> ContextResult: ...

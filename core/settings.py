@@ -109,14 +109,23 @@ class EmbeddingSettings(BaseModel):
 class RetrievalSettings(BaseModel):
     # Defaults measured on ../shared/bench (LoCoMo recall@10, SciFact nDCG@10): calibrated score fusion
     # (per-tier min-max, equal weights) beat RRF on both; see core/retrieval/quality.py.
-    default_k: int = Field(10, ge=1, description="Hits returned when a search gives no k")
+    default_k: int = Field(10, ge=1, le=200, description="Hits a search returns when it gives no k")
     fusion: Literal["rrf", "weighted"] = Field("weighted", description="How tier rankings are fused")
     rrf_k: int = Field(60, ge=1, description="RRF rank constant (fusion=rrf)")
     recency_half_life_s: float | None = Field(None, gt=0, description="Recency decay half-life (off: None)")
     mmr_lambda: float = Field(0.7, ge=0, le=1, description="1.0 turns MMR off")
     dedupe_threshold: float = Field(0.95, ge=0, le=1, description="Near-duplicate similarity")
     tokenizer: str | None = Field(None, description="Tokenizer for budgets (default: the embedding model's)")
-    default_token_budget: int = Field(2048, ge=1, description="Context budget when none is given")
+    default_token_budget: int = Field(
+        1024, ge=1, le=32_768, description="Tokens a context may use when the request gives no token_budget"
+    )
+    context_candidates: int = Field(
+        50,
+        ge=1,
+        le=200,
+        description="Ranked candidates a context considers for packing (and fetches from each tier) when "
+        "the request gives no candidates",
+    )
     # episodic 1.25: chosen by leave-one-fold-out over LoCoMo's 5 conversations and 5 SciFact query
     # folds together (engine BM25; 1.25-1.5 picked on every fold, the objective flat between them; 1.25
     # keeps SciFact where it was): LoCoMo R@10 +1.4 over 1.0, SciFact nDCG@10 -0.003.
@@ -125,7 +134,9 @@ class RetrievalSettings(BaseModel):
         description="Per-tier weight in fusion (tiers: semantic, episodic, working)",
     )
     score_normalisation: Literal["minmax", "zscore"] = Field("minmax", description="Weighted fusion only")
-    candidate_k: int = Field(100, ge=1, description="Candidates fetched from each tier before fusion")
+    candidate_k: int = Field(
+        100, ge=1, description="Candidates a search fetches from each tier before fusion"
+    )
     recency_weight: float = Field(0.3, ge=0, le=1, description="Share of the score subject to recency decay")
     lexical_backend: Literal["engine", "bm25", "ts_rank"] = Field(
         "engine",

@@ -19,7 +19,6 @@ from core.settings import Settings
 from core.stores.vector_factory import open_vector_index
 from deployments.embedder import HandleEmbedder
 from deployments.http.deps import ApiContext
-from deployments.http.retrieval import InProcessRetriever
 from deployments.retriever import HandleRetriever, HandleVectorIndex
 
 log = logging.getLogger(__name__)
@@ -58,7 +57,7 @@ async def api_context(
             )
             reads = HandleRetriever(
                 retriever,
-                fallback=InProcessRetriever(fallback),
+                fallback=fallback,
                 fallback_after_s=settings.retrieval.fallback_after_s,
             )
         service = HybridMemoryService(

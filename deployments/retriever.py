@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import uuid
 from collections.abc import Sequence
@@ -21,12 +22,14 @@ from ray.serve.handle import DeploymentHandle
 from core import metrics  # module reference: Serve pickles deployment classes by value
 from core.errors import StoreUnavailable
 from core.models import JsonDict, ModelVersion, SparseVector, VectorHit, VectorPoint
+from core.ports import Retriever as ReadPath
 from core.resources import open_resources
 from core.retrieval.build import build_hybrid_retriever
+from core.retrieval.query import ContextQuery, SearchQuery
+from core.retrieval.results import ContextResult, SearchResult
 from core.settings import load_settings
 from core.stores.vector_factory import open_vector_index
 from deployments.embedder import HandleEmbedder
-from deployments.http.retrieval import InProcessRetriever
 from deployments.metrics_backend import init_observability
 from deployments.remote import call
 
@@ -56,18 +59,17 @@ class Retriever:
                     "replica (or point HYBRIDMEM_QDRANT__URL at a Qdrant server to scale out)",
                 ) from exc
             raise
-        core = build_hybrid_retriever(
+        self._reads = build_hybrid_retriever(
             self._settings, resources=res, vectors=self._index, embedder=HandleEmbedder(embedder)
         )
-        self._reads = InProcessRetriever(core)
 
-    # -- the read path -----------------------------------------------------------------------------
+    # -- the read path (core.ports.Retriever): the query arrives and the result leaves as they are ----
 
-    async def search(self, tenant_id: str, body: dict[str, Any]) -> dict[str, Any]:
-        return await self._reads.search(tenant_id, body)
+    async def search(self, query: SearchQuery) -> SearchResult:
+        return await self._reads.search(query)
 
-    async def context(self, tenant_id: str, body: dict[str, Any]) -> dict[str, Any]:
-        return await self._reads.context(tenant_id, body)
+    async def context(self, query: ContextQuery) -> ContextResult:
+        return await self._reads.context(query)
 
     # -- the semantic engine, for writers (mirrors core.ports.VectorIndex) --------------------------
 
@@ -135,7 +137,7 @@ class Retriever:
 
 
 class HandleRetriever:
-    """What the Ingress calls: the Retriever's read path, with core errors unwrapped.
+    """core.ports.Retriever over the Retriever's handle (what the Ingress calls), core errors unwrapped.
 
     When the Retriever is down, or has not answered within ``fallback_after_s`` (paused, overloaded), and
     a ``fallback`` is given, the Ingress answers from the episodic and working tiers itself and reports
@@ -146,36 +148,34 @@ class HandleRetriever:
         self,
         handle: DeploymentHandle[Any],
         *,
-        fallback: InProcessRetriever | None = None,
+        fallback: ReadPath | None = None,
         fallback_after_s: float | None = None,
     ) -> None:
         self._h = handle
         self._fallback = fallback
         self._after_s = fallback_after_s
 
-    async def search(self, tenant_id: str, body: dict[str, Any]) -> dict[str, Any]:
-        return await self._read("search", tenant_id, body)
+    async def search(self, query: SearchQuery) -> SearchResult:
+        found: SearchResult = await self._read("search", query)
+        return found
 
-    async def context(self, tenant_id: str, body: dict[str, Any]) -> dict[str, Any]:
-        return await self._read("context", tenant_id, body)
+    async def context(self, query: ContextQuery) -> ContextResult:
+        packed: ContextResult = await self._read("context", query)
+        return packed
 
-    async def _read(self, method: str, tenant_id: str, body: dict[str, Any]) -> dict[str, Any]:
+    async def _read(self, method: str, query: SearchQuery | ContextQuery) -> Any:
         try:
             async with asyncio.timeout(self._after_s if self._fallback is not None else None):
-                out: dict[str, Any] = await call(
-                    "retriever", getattr(self._h, method).remote(tenant_id, body)
-                )
-                return out
+                return await call("retriever", getattr(self._h, method).remote(query))
         except (StoreUnavailable, TimeoutError) as exc:
             if self._fallback is None:
                 raise
             reason = type(exc).__name__
         log.warning("Retriever unavailable (%s); answering %s from Postgres and Redis", reason, method)
         metrics.METRICS.retrieval_tier_degraded_total.inc(tier="semantic")
-        tiers = [t for t in (body.get("tiers") or ("episodic", "working")) if t != "semantic"]
-        out = await getattr(self._fallback, method)(tenant_id, {**body, "tiers": tiers or ["episodic"]})
-        out["degraded"] = sorted({*out["degraded"], "semantic"})
-        return out
+        tiers = tuple(t for t in (query.tiers or ("episodic", "working")) if t != "semantic")
+        out = await getattr(self._fallback, method)(dataclasses.replace(query, tiers=tiers or ("episodic",)))
+        return out.model_copy(update={"degraded": sorted({*out.degraded, "semantic"})})
 
 
 class HandleVectorIndex:

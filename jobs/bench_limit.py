@@ -36,7 +36,6 @@ from core.settings import Settings, load_settings
 from core.stores.vector_factory import open_vector_index
 from deployments.http.api import create_api
 from deployments.http.deps import ApiContext
-from deployments.http.retrieval import InProcessRetriever
 from deployments.http.routes_search import router as search_router
 from jobs.bench_procs import stop
 
@@ -60,12 +59,11 @@ async def limit_context(settings: Settings) -> AsyncIterator[ApiContext]:
         service = HybridMemoryService(
             working=res.working, episodic=res.episodic, vectors=vectors, embedder=embedder, settings=settings
         )
-        core = build_hybrid_retriever(settings, resources=res, vectors=vectors, embedder=embedder)
         yield ApiContext(
             settings=settings,
             service=service,
             auth=ApiKeyAuthenticator(settings.auth.api_keys),
-            retriever=InProcessRetriever(core),
+            retriever=build_hybrid_retriever(settings, resources=res, vectors=vectors, embedder=embedder),
             embedder=embedder,
         )
 

@@ -271,13 +271,15 @@ class ApiMethods:
         self,
         query: str,
         *,
-        k: int = 10,
+        k: int | None = None,
         mode: Mode = "hybrid",
         filters: SearchFilters | None = None,
         tiers: Sequence[TierName] | None = None,
     ) -> Flow[SearchResult]:
-        """Ranked hits over the three tiers, fused."""
-        body: dict[str, Any] = {"query": query, "k": k, "mode": mode, "filters": _filters(filters)}
+        """Ranked hits over the three tiers, fused (``k`` None: the server's ``retrieval.default_k``)."""
+        body: dict[str, Any] = {"query": query, "mode": mode, "filters": _filters(filters)}
+        if k is not None:
+            body["k"] = k
         if tiers is not None:
             body["tiers"] = list(tiers)
         return self._call(Request("POST", "/v1/search", json=body), _parser(SearchResult))
@@ -287,18 +289,27 @@ class ApiMethods:
         self,
         query: str,
         *,
-        token_budget: int = 1024,
+        token_budget: int | None = None,
         filters: SearchFilters | None = None,
         tier_quotas: Mapping[TierName, int] | None = None,
         chronological: bool = True,
-        candidates: int = 50,
+        candidates: int | None = None,
         mode: Mode = "hybrid",
+        tiers: Sequence[TierName] | None = None,
     ) -> Flow[ContextResult]:
-        """The best context for ``query`` that fits ``token_budget``, with each snippet's sources."""
+        """The best context for ``query`` that fits ``token_budget``, with each snippet's sources.
+
+        ``token_budget`` and ``candidates`` None: the server's ``retrieval.default_token_budget`` and
+        ``retrieval.context_candidates``."""
         body: dict[str, Any] = {
-            "query": query, "token_budget": token_budget, "filters": _filters(filters),
-            "chronological": chronological, "candidates": candidates, "mode": mode,
+            "query": query, "filters": _filters(filters), "chronological": chronological, "mode": mode,
         }  # fmt: skip
+        if token_budget is not None:
+            body["token_budget"] = token_budget
+        if candidates is not None:
+            body["candidates"] = candidates
+        if tiers is not None:
+            body["tiers"] = list(tiers)
         if tier_quotas is not None:
             body["tier_quotas"] = dict(tier_quotas)
         return self._call(Request("POST", "/v1/context", json=body), _parser(ContextResult))

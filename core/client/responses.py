@@ -59,6 +59,7 @@ class ContextResult(_Out):
     tokens_used: int
     token_budget: int
     degraded: list[str] = Field(default_factory=list)
+    model_version: str | None = None
 
 
 class EmbeddingResult(_Out):

@@ -117,27 +117,3 @@ def from_vector_hit(hit: VectorHit, *, rank: int, tier: Tier = Tier.SEMANTIC) ->
         agent_id=payload.get("agent_id"), session_id=payload.get("session_id"), created_at=_created(payload),
         metadata=metadata,
     )  # fmt: skip
-
-
-def _aware(value: Any) -> datetime | None:
-    if value is None:
-        return None
-    ts = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
-    return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
-
-
-def episode_matches(ep: Episode, filters: dict[str, Any]) -> bool:
-    """The search filters applied to an in-memory episode, with the same semantics as the stores'
-    (kind: one or any of several; created_after inclusive, created_before exclusive; metadata equality)."""
-    if filters.get("agent_id") is not None and ep.agent_id != filters["agent_id"]:
-        return False
-    kind = filters.get("kind")
-    if kind is not None and ep.kind not in ([kind] if isinstance(kind, str) else list(kind)):
-        return False
-    after, before = _aware(filters.get("created_after")), _aware(filters.get("created_before"))
-    if after is not None and ep.created_at < after:
-        return False
-    if before is not None and ep.created_at >= before:
-        return False
-    meta = filters.get("metadata") or {}
-    return all(ep.metadata.get(k) == v for k, v in meta.items())

@@ -18,18 +18,19 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any
 
 from core.embedding.types import TextEmbedder
 from core.errors import EmbeddingError, InvalidInput, StoreUnavailable
-from core.metrics import METRICS
-from core.models import Episode, MemoryRecord, Tier, VectorHit
+from core.metrics import METRICS, observe_retrieval
+from core.models import Episode, JsonDict, MemoryRecord, Tier, VectorHit
 from core.ports import VectorIndex, WorkingStore
 from core.retrieval.bm25_sparse import Bm25Sparse
-from core.retrieval.candidates import Candidate, episode_key, episode_matches, from_episode, from_memory
+from core.retrieval.candidates import Candidate, episode_key, from_episode, from_memory
 from core.retrieval.engine_search import best_per_record, engine_candidates, merge_by_score
 from core.retrieval.packing import pack_context
 from core.retrieval.quality import lexical_query, working_scores
+from core.retrieval.query import NO_FILTERS, ContextQuery, Filters, SearchQuery
 from core.retrieval.ranking import TierOutcome, fuse_and_diversify, score_stats
 from core.retrieval.results import ContextResult, LexicalSearcher, MemoryLexicalSearcher, SearchResult
 from core.retrieval.tokens import TokenCounter
@@ -37,7 +38,6 @@ from core.settings import RetrievalSettings
 
 logger = logging.getLogger(__name__)
 
-Mode = Literal["hybrid", "vector", "lexical"]
 TIERS: tuple[str, ...] = (Tier.SEMANTIC.value, Tier.EPISODIC.value, Tier.WORKING.value)
 _VERSION_TTL_S = 30.0
 # Points fetched per wanted record from the vector tier (a long record also has chunk points).
@@ -69,29 +69,35 @@ class HybridRetriever:
         self._fresh = fresh
         self._engine: tuple[float, str | None, bool] | None = None  # (checked at, live version, lexical)
 
-    async def search(
-        self,
-        *,
-        tenant_id: str,
-        query: str,
-        k: int | None = None,
-        filters: dict[str, Any] | None = None,
-        tiers: Sequence[str] | None = None,
-        mode: Mode = "hybrid",
-        depth: int | None = None,
-    ) -> SearchResult:
-        """The ``k`` best snippets for ``query`` over the requested tiers, fused and diversified; each tier
-        offers ``depth`` candidates (default: ``candidate_k``, at least ``k``)."""
-        k = k or self._settings.default_k
-        active = self._active_tiers(tiers, mode, filters)
+    async def search(self, query: SearchQuery) -> SearchResult:
+        """The ``k`` best snippets for the query over the requested tiers, fused and diversified."""
+        with METRICS.retrieval_seconds.timer(endpoint="search"):
+            result = await self._search(query, k=query.k or self._settings.default_k, depth=query.depth)
+        observe_retrieval("search", result.snippets)
+        return result
+
+    async def context(self, query: ContextQuery) -> ContextResult:
+        """The best context for the query that fits its token budget, with sources."""
+        with METRICS.retrieval_seconds.timer(endpoint="context"):
+            result = await self._context(query)
+        observe_retrieval(
+            "context", result.snippets, tokens_used=result.tokens_used, token_budget=result.token_budget
+        )
+        return result
+
+    async def _search(self, query: SearchQuery | ContextQuery, *, k: int, depth: int | None) -> SearchResult:
+        tenant_id, text, filters = query.tenant_id, query.text, query.filters.for_stores()
+        active = self._active_tiers(query.tiers, query.mode, query.filters)
         depth = max(k, depth or self._settings.candidate_k)
         in_engine = [t for t in active if t in (Tier.SEMANTIC.value, Tier.EPISODIC.value)]
         if in_engine and await self._engine_is_lexical():
             rest = [t for t in active if t not in in_engine]
             groups = await asyncio.gather(
-                self._run_engine(in_engine, tenant_id=tenant_id, query=query, depth=depth, filters=filters),
+                self._run_engine(in_engine, tenant_id=tenant_id, query=text, depth=depth, filters=filters),
                 *(
-                    self._tier_list(n, tenant_id=tenant_id, query=query, depth=depth, filters=filters)
+                    self._tier_list(
+                        n, tenant_id=tenant_id, query=text, depth=depth, filters=filters, typed=query.filters
+                    )
                     for n in rest
                 ),
             )
@@ -100,53 +106,39 @@ class HybridRetriever:
             outcomes = list(
                 await asyncio.gather(
                     *(
-                        self._run_tier(name, tenant_id=tenant_id, query=query, depth=depth, filters=filters)
+                        self._run_tier(
+                            name,
+                            tenant_id=tenant_id,
+                            query=text,
+                            depth=depth,
+                            filters=filters,
+                            typed=query.filters,
+                        )
                         for name in active
                     )
                 )
             )
         degraded = [o.name for o in outcomes if o.failed or o.partial]
         ranked = fuse_and_diversify([o for o in outcomes if not o.failed], settings=self._settings, k=k)
-        tier_top = {o.name: max(c.raw_score for c in o.candidates) for o in outcomes if o.candidates}
         top, spread = score_stats([s.score for s in ranked])
+        semantic = next((o for o in outcomes if o.name == Tier.SEMANTIC.value and not o.failed), None)
+        version = self._engine[1] if semantic is not None and self._engine is not None else None
         return SearchResult(
-            snippets=ranked, degraded=degraded, mode=mode, top_score=top, score_spread=spread,
-            tier_top_scores=tier_top,
-        )  # fmt: skip
+            snippets=ranked, degraded=degraded, top_score=top, score_spread=spread, model_version=version
+        )
 
-    async def context(
-        self,
-        *,
-        tenant_id: str,
-        query: str,
-        token_budget: int | None = None,
-        filters: dict[str, Any] | None = None,
-        tier_quotas: dict[str, int] | None = None,
-        chronological: bool = False,
-        tiers: Sequence[str] | None = None,
-        mode: Mode = "hybrid",
-        candidates: int | None = None,
-    ) -> ContextResult:
-        """The best context for ``query`` that fits ``token_budget`` tokens, with sources; packing considers
-        the best ``candidates`` (default ``candidate_k``) snippets, and each tier offers as many."""
-        budget = token_budget or self._settings.default_token_budget
-        candidates = candidates or self._settings.candidate_k
-        if tier_quotas:
-            unknown = set(tier_quotas) - set(TIERS)
+    async def _context(self, query: ContextQuery) -> ContextResult:
+        budget = query.token_budget or self._settings.default_token_budget
+        candidates = query.candidates or self._settings.context_candidates
+        quotas = query.quotas()
+        if quotas:
+            unknown = set(quotas) - set(TIERS)
             if unknown:
                 raise InvalidInput("tier_quotas", f"unknown tiers {sorted(unknown)}; expected {list(TIERS)}")
-        found = await self.search(
-            tenant_id=tenant_id,
-            query=query,
-            k=candidates,
-            filters=filters,
-            tiers=tiers,
-            mode=mode,
-            depth=candidates,
-        )
+        found = await self._search(query, k=candidates, depth=candidates)
         packed = await asyncio.to_thread(
             pack_context, found.snippets, token_budget=budget, counter=self._counter,
-            tier_quotas=tier_quotas, chronological=chronological,
+            tier_quotas=quotas, chronological=query.chronological,
         )  # fmt: skip
         return ContextResult(
             snippets=packed.snippets,
@@ -156,13 +148,12 @@ class HybridRetriever:
             degraded=found.degraded,
             top_score=found.top_score,
             score_spread=found.score_spread,
+            model_version=found.model_version,
         )
 
     # -- tiers ------------------------------------------------------------------------------------
 
-    def _active_tiers(
-        self, tiers: Sequence[str] | None, mode: Mode, filters: dict[str, Any] | None
-    ) -> list[str]:
+    def _active_tiers(self, tiers: Sequence[str] | None, mode: str, filters: Filters) -> list[str]:
         wanted = list(TIERS) if tiers is None else list(dict.fromkeys(tiers))
         unknown = [t for t in wanted if t not in TIERS]
         if unknown:
@@ -173,12 +164,12 @@ class HybridRetriever:
             wanted = [t for t in wanted if t == Tier.EPISODIC.value]
         elif mode != "hybrid":
             raise InvalidInput("mode", f"unknown mode {mode!r}")
-        if not (filters or {}).get("session_id"):
+        if not filters.session_id:
             wanted = [t for t in wanted if t != Tier.WORKING.value]
         return wanted
 
     async def _run_tier(
-        self, name: str, *, tenant_id: str, query: str, depth: int, filters: dict[str, Any] | None
+        self, name: str, *, tenant_id: str, query: str, depth: int, filters: JsonDict, typed: Filters
     ) -> TierOutcome:
         try:
             with METRICS.retrieval_tier_seconds.timer(tier=name):
@@ -192,7 +183,7 @@ class HybridRetriever:
                             tenant_id=tenant_id, query=query, depth=depth, filters=filters
                         )
                     else:
-                        found = await self._recent(tenant_id=tenant_id, query=query, filters=filters or {})
+                        found = await self._recent(tenant_id=tenant_id, query=query, filters=typed)
         except (StoreUnavailable, EmbeddingError, TimeoutError) as exc:
             self._note_degraded(name, exc)
             return TierOutcome(name, failed=True)
@@ -202,7 +193,7 @@ class HybridRetriever:
         return [await self._run_tier(name, **kwargs)]
 
     async def _run_engine(
-        self, wanted: list[str], *, tenant_id: str, query: str, depth: int, filters: dict[str, Any] | None
+        self, wanted: list[str], *, tenant_id: str, query: str, depth: int, filters: JsonDict
     ) -> list[TierOutcome]:
         """The semantic and lexical tiers from one engine call, plus Postgres for unconsolidated episodes."""
         semantic, lexical = Tier.SEMANTIC.value, Tier.EPISODIC.value
@@ -232,7 +223,12 @@ class HybridRetriever:
             if lexical in wanted:
                 out.append(
                     await self._run_tier(
-                        lexical, tenant_id=tenant_id, query=query, depth=depth, filters=filters
+                        lexical,
+                        tenant_id=tenant_id,
+                        query=query,
+                        depth=depth,
+                        filters=filters,
+                        typed=NO_FILTERS,
                     )
                 )
             return out
@@ -252,7 +248,7 @@ class HybridRetriever:
         return out
 
     async def _fresh_episodes(
-        self, *, tenant_id: str, query: str, depth: int, filters: dict[str, Any] | None
+        self, *, tenant_id: str, query: str, depth: int, filters: JsonDict
     ) -> tuple[list[Candidate], bool]:
         """Acknowledged episodes the engine does not hold yet, by BM25 in Postgres; (found, answered)."""
         text = lexical_query(query)
@@ -264,7 +260,7 @@ class HybridRetriever:
                     tenant_id=tenant_id,
                     query=text,
                     k=depth,
-                    filters={**(filters or {}), "unconsolidated": True},
+                    filters={**filters, "unconsolidated": True},
                 )
         except (StoreUnavailable, TimeoutError) as exc:
             self._note_degraded(Tier.EPISODIC.value, exc)
@@ -303,7 +299,7 @@ class HybridRetriever:
             return False  # the tiers run one by one, and report what is down
 
     async def _semantic(
-        self, *, tenant_id: str, query: str, depth: int, filters: dict[str, Any] | None
+        self, *, tenant_id: str, query: str, depth: int, filters: JsonDict
     ) -> list[Candidate]:
         live = (await self._engine_state())[1]
         if live is None:
@@ -324,7 +320,7 @@ class HybridRetriever:
             k = depth * _CHUNK_OVERFETCH
 
     async def _episodic(
-        self, *, tenant_id: str, query: str, depth: int, filters: dict[str, Any] | None
+        self, *, tenant_id: str, query: str, depth: int, filters: JsonDict
     ) -> list[Candidate]:
         text = lexical_query(query)
         if not text:
@@ -353,21 +349,23 @@ class HybridRetriever:
             for i, (score, item) in enumerate(merged[:depth])
         ]
 
-    async def _recent(self, *, tenant_id: str, query: str, filters: dict[str, Any]) -> list[Candidate]:
+    async def _recent(self, *, tenant_id: str, query: str, filters: Filters) -> list[Candidate]:
         limit = max(self._settings.candidate_k, self._settings.working_recent_n)
         recent = await self._working.recent_session(
-            tenant_id=tenant_id, session_id=str(filters["session_id"]), limit=limit
+            tenant_id=tenant_id, session_id=str(filters.session_id), limit=limit
         )
-        recent = [e for e in recent if episode_matches(e, filters)]
+        recent = [e for e in recent if filters.matches(e)]
         scored = working_scores(query, recent, always_newest=self._settings.working_recent_n)
         return [from_episode(ep, tier=Tier.WORKING, raw_score=s, rank=i) for i, (ep, s) in enumerate(scored)]
 
 
 __all__ = [
+    "ContextQuery",
     "ContextResult",
+    "Filters",
     "HybridRetriever",
     "LexicalSearcher",
+    "SearchQuery",
     "SearchResult",
     "episode_key",
-    "episode_matches",
 ]

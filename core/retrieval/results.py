@@ -30,10 +30,9 @@ class SearchResult(Frozen):
 
     snippets: list[ScoredSnippet]
     degraded: list[str] = Field(default_factory=list)
-    mode: str = "hybrid"
     top_score: float | None = None
     score_spread: float | None = None
-    tier_top_scores: dict[str, float] = Field(default_factory=dict)
+    model_version: str | None = Field(None, description="The semantic collection's model version searched")
 
 
 class ContextResult(Frozen):
@@ -46,3 +45,4 @@ class ContextResult(Frozen):
     degraded: list[str] = Field(default_factory=list)
     top_score: float | None = None
     score_spread: float | None = None
+    model_version: str | None = None

@@ -13,6 +13,7 @@ from fastapi import Depends, Header, Request
 from core.auth import ApiKeyAuthenticator, Principal
 from core.embedding.types import TextEmbedder
 from core.errors import InvalidInput, StoreUnavailable
+from core.ports import Retriever
 from core.ratelimit import TokenBucketLimiter
 from core.service import HybridMemoryService
 from core.settings import Scope, Settings
@@ -25,11 +26,16 @@ class ApiContext:
     settings: Settings
     service: HybridMemoryService
     auth: ApiKeyAuthenticator
-    retriever: Any = None  # object with async search(...) / context(...) (Retriever handle adapter)
+    retriever: Retriever | None = None  # the read path: the Retriever's handle, or in process
     embedder: TextEmbedder | None = None
     admin: Any = None  # consolidation admin operations
     limiter: TokenBucketLimiter | None = None
     extras: dict[str, Any] = field(default_factory=dict)
+
+    def reader(self) -> Retriever:
+        if self.retriever is None:
+            raise StoreUnavailable("retriever", "the Retriever deployment is not bound")
+        return self.retriever
 
 
 # Dependencies are ``async def`` although they never await: FastAPI runs a plain ``def`` dependency in

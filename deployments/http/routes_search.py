@@ -1,4 +1,8 @@
-"""Search and context assembly under /v1: the agent-facing read path, served by the Retriever."""
+"""Search and context assembly under /v1: the agent-facing read path, served by the Retriever.
+
+Each route converts its request model into the core query type once (``to_query``); the query crosses
+the Retriever's handle as it is, and the result it returns is serialised once.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ from fastapi import APIRouter, Response
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from core.models import ScoredSnippet, Tier
+from core.retrieval.query import ContextQuery, Filters, SearchQuery
 from deployments.http.deps import Ctx, Reader
 
 router = APIRouter(prefix="/v1", tags=["retrieval"])
@@ -29,15 +34,35 @@ class SearchFilters(BaseModel):
         None, max_length=16, description="Equality on metadata keys ([A-Za-z0-9_-], up to 64 chars)"
     )
 
+    def to_filters(self) -> Filters:
+        return Filters.of(
+            agent_id=self.agent_id,
+            session_id=self.session_id,
+            kind=self.kind,
+            created_after=self.created_after,
+            created_before=self.created_before,
+            metadata=self.metadata,
+        )
+
 
 class SearchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     query: str = Field(min_length=1, max_length=4096)
-    k: int = Field(10, ge=1, le=200)
+    k: int | None = Field(None, ge=1, le=200, description="Hits to return (default: retrieval.default_k, 10)")
     mode: Literal["hybrid", "vector", "lexical"] = "hybrid"
     filters: SearchFilters = Field(default_factory=SearchFilters)
     tiers: list[Tier] | None = Field(None, description="Tiers to search (default: all)")
+
+    def to_query(self, tenant_id: str) -> SearchQuery:
+        return SearchQuery(
+            tenant_id=tenant_id,
+            text=self.query,
+            k=self.k,
+            mode=self.mode,
+            filters=self.filters.to_filters(),
+            tiers=None if self.tiers is None else tuple(t.value for t in self.tiers),
+        )
 
 
 class SearchResponse(BaseModel):
@@ -45,21 +70,46 @@ class SearchResponse(BaseModel):
     degraded: list[str] = Field(description="Tiers that could not be searched (results come from the rest)")
     top_score: float | None = None
     score_spread: float | None = None
-    model_version: str | None = None
+    model_version: str | None = Field(
+        None, description="Model version of the semantic collection searched (None when it was not)"
+    )
 
 
 class ContextRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     query: str = Field(min_length=1, max_length=4096)
-    token_budget: int = Field(1024, ge=1, le=32_768)
+    token_budget: int | None = Field(
+        None,
+        ge=1,
+        le=32_768,
+        description="Tokens the context may use (default: retrieval.default_token_budget)",
+    )
     filters: SearchFilters = Field(default_factory=SearchFilters)
     tier_quotas: dict[Tier, int] | None = Field(None, description="Max tokens per tier")
     chronological: bool = Field(True, description="Order packed snippets by time")
-    candidates: int = Field(
-        50, ge=1, le=200, description="Ranked candidates considered for packing (and fetched from each tier)"
+    candidates: int | None = Field(
+        None,
+        ge=1,
+        le=200,
+        description="Ranked candidates considered for packing, and fetched from each tier (default: "
+        "retrieval.context_candidates, 50)",
     )
     mode: Literal["hybrid", "vector", "lexical"] = "hybrid"
+    tiers: list[Tier] | None = Field(None, description="Tiers to search (default: all)")
+
+    def to_query(self, tenant_id: str) -> ContextQuery:
+        return ContextQuery(
+            tenant_id=tenant_id,
+            text=self.query,
+            token_budget=self.token_budget,
+            mode=self.mode,
+            filters=self.filters.to_filters(),
+            tiers=None if self.tiers is None else tuple(t.value for t in self.tiers),
+            tier_quotas=tuple((t.value, n) for t, n in (self.tier_quotas or {}).items()),
+            chronological=self.chronological,
+            candidates=self.candidates,
+        )
 
 
 class ContextResponse(BaseModel):
@@ -68,22 +118,42 @@ class ContextResponse(BaseModel):
     tokens_used: int
     token_budget: int
     degraded: list[str]
+    model_version: str | None = Field(
+        None, description="Model version of the semantic collection searched (None when it was not)"
+    )
 
 
 @router.post("/search", response_model=SearchResponse, summary="Hybrid search over all three tiers")
 async def search(body: SearchRequest, ctx: Ctx, who: Reader) -> Response:
-    result = await ctx.retriever.search(who.tenant_id, body.model_dump(mode="json"))
-    return _json(SearchResponse.model_validate(result))
+    result = await ctx.reader().search(body.to_query(who.tenant_id))
+    return _json(
+        SearchResponse.model_construct(
+            hits=result.snippets,
+            degraded=result.degraded,
+            top_score=result.top_score,
+            score_spread=result.score_spread,
+            model_version=result.model_version,
+        )
+    )
 
 
 @router.post("/context", response_model=ContextResponse, summary="Best context that fits a token budget")
 async def context(body: ContextRequest, ctx: Ctx, who: Reader) -> Response:
-    result = await ctx.retriever.context(who.tenant_id, body.model_dump(mode="json"))
-    return _json(ContextResponse.model_validate(result))
+    result = await ctx.reader().context(body.to_query(who.tenant_id))
+    return _json(
+        ContextResponse.model_construct(
+            context=result.context,
+            snippets=result.snippets,
+            tokens_used=result.tokens_used,
+            token_budget=result.token_budget,
+            degraded=result.degraded,
+            model_version=result.model_version,
+        )
+    )
 
 
 def _json(model: BaseModel) -> Response:
-    """The validated model serialised once, by pydantic's Rust core.
+    """The response serialised once, by pydantic's Rust core (its parts are the core's validated results).
 
     Returning a Response skips FastAPI's second validation and its JSON encoding of the model; the
     routes keep ``response_model`` for the OpenAPI schema.

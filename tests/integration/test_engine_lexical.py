@@ -18,6 +18,7 @@ from core.models import Episode
 from core.retrieval.bm25_postgres import PostgresBm25Search
 from core.retrieval.bm25_sparse import bm25_sparse
 from core.retrieval.hybrid import HybridRetriever
+from core.retrieval.query import SearchQuery
 from core.retrieval.tokens import load_token_counter
 from tests.integration.consolidation_env import (  # noqa: F401  (fixtures)
     T0,
@@ -89,15 +90,15 @@ async def test_consolidated_turns_come_from_the_engine_and_new_ones_from_postgre
     await env.episodic.insert_episodes([late])  # acknowledged, not consolidated
     r, full, fresh = retriever(env)
 
-    found = await r.search(tenant_id=tenant, query="the kitten Pixel", mode="lexical", k=3)
+    found = await r.search(SearchQuery(tenant_id=tenant, text="the kitten Pixel", mode="lexical", k=3))
     assert "grey kitten called Pixel" in found.snippets[0].content
     assert found.snippets[0].scores["episodic"] > 0 and found.degraded == []
-    found = await r.search(tenant_id=tenant, query="ferry to Tangier", mode="lexical", k=3)
+    found = await r.search(SearchQuery(tenant_id=tenant, text="ferry to Tangier", mode="lexical", k=3))
     assert found.snippets[0].content == late.content
     assert full.calls == []  # Postgres never scored the consolidated log
     assert fresh.calls and all(c.get("unconsolidated") for c in fresh.calls)
 
-    both = await r.search(tenant_id=tenant, query="cello practice", k=3)
+    both = await r.search(SearchQuery(tenant_id=tenant, text="cello practice", k=3))
     assert "cello" in both.snippets[0].content
     assert {"semantic", "episodic"} <= set(both.snippets[0].scores)  # one engine call, both lists
 
@@ -112,7 +113,7 @@ async def test_a_later_batch_is_folded_into_the_turns_before_it(env: Env, tenant
     await consolidate(env, 2)
     r, _, _ = retriever(env)
 
-    found = await r.search(tenant_id=tenant, query="zeppelin", mode="lexical", k=5)
+    found = await r.search(SearchQuery(tenant_id=tenant, text="zeppelin", mode="lexical", k=5))
     contents = [s.content for s in found.snippets]
     # The new turn by its own word; the two turns before it through their rewritten neighbourhood.
     assert contents[0] == later.content
@@ -126,7 +127,7 @@ async def test_an_engine_outage_leaves_lexical_search_to_postgres(env: Env, tena
     await consolidate(env, 3)
     r, full, _ = retriever(env, vectors=EngineDown(env.vectors))
 
-    found = await r.search(tenant_id=tenant, query="dentist appointment", k=3)
+    found = await r.search(SearchQuery(tenant_id=tenant, text="dentist appointment", k=3))
     assert found.degraded == ["semantic"]
     assert "dentist appointment" in found.snippets[0].content
     assert full.calls  # every episode scored in Postgres instead

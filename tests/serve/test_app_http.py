@@ -163,6 +163,12 @@ def test_hybrid_search_context_budget_filters_and_isolation(app_server: AppServe
             assert ctx["tokens_used"] <= budget
             assert sum(s["token_count"] for s in ctx["snippets"]) <= budget
 
+        # Unset k / token_budget: the server's retrieval settings (defaults 10 and 1024) apply.
+        defaults = rw.post("/v1/context", json={"query": "router serial pasta"}).json()
+        assert defaults["token_budget"] == 1024 and defaults["model_version"]
+        found = rw.post("/v1/search", json={"query": "router serial pasta weather Lisbon"}).json()
+        assert found["model_version"] == defaults["model_version"] and 0 < len(found["hits"]) <= 10
+
         dated = rw.post(
             "/v1/search",
             json={

@@ -17,6 +17,7 @@ from core.ids import content_hash
 from core.models import Episode, ModelVersion, Role, Tier, VectorHit, VectorPoint
 from core.points import episode_chunk_points, episode_point
 from core.retrieval.hybrid import HybridRetriever
+from core.retrieval.query import ContextQuery, Filters, SearchQuery
 from core.retrieval.tokens import load_token_counter
 from core.settings import RetrievalSettings
 from tests.fakes import InMemoryEpisodicStore, InMemoryWorkingStore
@@ -134,20 +135,24 @@ async def _setup(
 
 async def test_hybrid_finds_lexical_only_and_vector_only_items() -> None:
     retriever, *_ = await _setup()
-    found = await retriever.search(tenant_id="t1", query="car invoice XJ42", k=3)
+    found = await retriever.search(SearchQuery(tenant_id="t1", text="car invoice XJ42", k=3))
     contents = [s.content for s in found.snippets]
     assert CORPUS[0] in contents and CORPUS[1] in contents
     assert found.degraded == [] and found.top_score is not None and found.score_spread is not None
     assert all("tenant two" not in c for c in contents)
-    vector_only = await retriever.search(tenant_id="t1", query="car invoice XJ42", k=5, mode="vector")
+    vector_only = await retriever.search(
+        SearchQuery(tenant_id="t1", text="car invoice XJ42", k=5, mode="vector")
+    )
     assert {s.tier for s in vector_only.snippets} == {Tier.SEMANTIC}
-    lexical_only = await retriever.search(tenant_id="t1", query="car invoice XJ42", k=5, mode="lexical")
+    lexical_only = await retriever.search(
+        SearchQuery(tenant_id="t1", text="car invoice XJ42", k=5, mode="lexical")
+    )
     assert [s.content for s in lexical_only.snippets] == [CORPUS[1]]
 
 
 async def test_same_episode_from_two_tiers_fuses_into_one_snippet() -> None:
     retriever, *_ = await _setup()
-    found = await retriever.search(tenant_id="t1", query="puppy park", k=5)
+    found = await retriever.search(SearchQuery(tenant_id="t1", text="puppy park", k=5))
     top = found.snippets[0]
     assert top.content == CORPUS[2]
     assert top.tier == Tier.EPISODIC and {"semantic", "episodic", "fused"} <= set(top.scores)
@@ -157,7 +162,7 @@ async def test_same_episode_from_two_tiers_fuses_into_one_snippet() -> None:
 async def test_a_failing_tier_is_reported_not_raised() -> None:
     retriever, _, _, index, _ = await _setup()
     index.available = False
-    found = await retriever.search(tenant_id="t1", query="invoice XJ42", k=3)
+    found = await retriever.search(SearchQuery(tenant_id="t1", text="invoice XJ42", k=3))
     assert found.degraded == ["semantic"]
     assert found.snippets[0].content == CORPUS[1]
 
@@ -165,7 +170,7 @@ async def test_a_failing_tier_is_reported_not_raised() -> None:
 async def test_query_model_must_match_the_collection() -> None:
     retriever, *_ = await _setup()
     retriever._embedder = ConceptEmbedder(ModelVersion(name="other", revision="r2", dimension=4))
-    found = await retriever.search(tenant_id="t1", query="invoice XJ42", k=3)
+    found = await retriever.search(SearchQuery(tenant_id="t1", text="invoice XJ42", k=3))
     assert found.degraded == ["semantic"]
 
 
@@ -174,14 +179,18 @@ async def test_working_tier_offers_recent_session_turns() -> None:
     fresh = _episode("Just now: the dentist moved to Friday", 60)
     await store.insert_episodes([fresh])  # durable at ack, and in the session buffer
     await working.append_session([fresh])
-    found = await retriever.search(tenant_id="t1", query="dentist", k=10, filters={"session_id": "s1"})
+    found = await retriever.search(
+        SearchQuery(tenant_id="t1", text="dentist", k=10, filters=Filters(session_id="s1"))
+    )
     hit = next(s for s in found.snippets if s.content == fresh.content)
     assert {"working", "episodic"} <= set(hit.scores)
     store.available = False  # the buffer still answers when Postgres is down
-    found = await retriever.search(tenant_id="t1", query="dentist", k=10, filters={"session_id": "s1"})
+    found = await retriever.search(
+        SearchQuery(tenant_id="t1", text="dentist", k=10, filters=Filters(session_id="s1"))
+    )
     assert found.degraded == ["episodic"]
     assert any(s.content == fresh.content and s.tier == Tier.WORKING for s in found.snippets)
-    without_session = await retriever.search(tenant_id="t1", query="dentist", k=3)
+    without_session = await retriever.search(SearchQuery(tenant_id="t1", text="dentist", k=3))
     assert all(s.content != fresh.content for s in without_session.snippets)
 
 
@@ -192,26 +201,30 @@ async def test_the_session_buffer_does_not_boost_turns_the_episodic_tier_ranks()
     fresh = _episode("Dentist said Friday works", 60)
     await store.insert_episodes([older, fresh])
     await _index_points(index, [older, fresh])
-    session, query = {"session_id": "s1"}, "dentist Friday checkup puppy"
-    before = await retriever.search(tenant_id="t1", query=query, k=5, filters=session)
+    session, query = Filters(session_id="s1"), "dentist Friday checkup puppy"
+    before = await retriever.search(SearchQuery(tenant_id="t1", text=query, k=5, filters=session))
     await working.append_session([*episodes[:5], older, fresh])
-    after = await retriever.search(tenant_id="t1", query=query, k=5, filters=session)
+    after = await retriever.search(SearchQuery(tenant_id="t1", text=query, k=5, filters=session))
     assert [(s.content, s.score) for s in after.snippets] == [(s.content, s.score) for s in before.snippets]
     assert after.snippets[0].content == older.content
     assert "working" in after.snippets[0].scores  # seen by the working tier, just not counted twice
     store.available = False  # with Postgres down, the buffer's overlap scores rank what it holds
-    down = await retriever.search(tenant_id="t1", query=query, k=5, filters=session)
+    down = await retriever.search(SearchQuery(tenant_id="t1", text=query, k=5, filters=session))
     assert down.degraded == ["episodic"] and down.snippets[0].score > 0
 
 
 async def test_context_respects_budget_and_quotas() -> None:
     retriever, *_ = await _setup()
-    ctx = await retriever.context(tenant_id="t1", query="car puppy sunrise invoice", token_budget=20)
+    ctx = await retriever.context(
+        ContextQuery(tenant_id="t1", text="car puppy sunrise invoice", token_budget=20)
+    )
     assert 0 < ctx.tokens_used <= 20
     assert all(s.token_count is not None for s in ctx.snippets)
     assert ctx.context.count("\n") == len(ctx.snippets) - 1
     quota = await retriever.context(
-        tenant_id="t1", query="car puppy sunrise invoice", token_budget=500, tier_quotas={"semantic": 0}
+        ContextQuery(
+            tenant_id="t1", text="car puppy sunrise invoice", token_budget=500, tier_quotas=(("semantic", 0),)
+        )
     )
     assert quota.snippets and all(s.tier != Tier.SEMANTIC for s in quota.snippets)
 
@@ -219,7 +232,7 @@ async def test_context_respects_budget_and_quotas() -> None:
 async def test_unknown_tier_is_invalid_input() -> None:
     retriever, *_ = await _setup()
     with pytest.raises(Exception, match="tiers"):
-        await retriever.search(tenant_id="t1", query="x", tiers=["graph"])
+        await retriever.search(SearchQuery(tenant_id="t1", text="x", tiers=("graph",)))
 
 
 async def test_lexical_tier_also_finds_memory_records() -> None:
@@ -236,12 +249,12 @@ async def test_lexical_tier_also_finds_memory_records() -> None:
         updated_at=T0,
     )
     await store.upsert_memories([record])
-    found = await retriever.search(tenant_id="t1", query="passport number", k=3, mode="lexical")
+    found = await retriever.search(SearchQuery(tenant_id="t1", text="passport number", k=3, mode="lexical"))
     assert found.snippets[0].source_ids[0] == str(record.id)
     assert found.snippets[0].metadata["record_type"] == "memory"
     off = retriever._settings.model_copy(update={"lexical_memories": False})
     retriever._settings = off
-    found = await retriever.search(tenant_id="t1", query="passport number", k=3, mode="lexical")
+    found = await retriever.search(SearchQuery(tenant_id="t1", text="passport number", k=3, mode="lexical"))
     assert all(s.source_ids[0] != str(record.id) for s in found.snippets)
 
 
@@ -249,7 +262,6 @@ def test_working_tier_filter_semantics() -> None:
     from datetime import UTC, datetime
 
     from core.models import Episode, Role
-    from core.retrieval.hybrid import episode_matches
 
     ep = Episode(
         id=__import__("uuid").uuid4(),
@@ -264,12 +276,16 @@ def test_working_tier_filter_semantics() -> None:
         created_at=datetime(2024, 3, 1, 10, tzinfo=UTC),
         content_hash="h",
     )
-    assert episode_matches(ep, {"kind": ["note", "fact"], "metadata": {"lang": "en"}})
-    assert not episode_matches(ep, {"kind": "fact"})
-    assert not episode_matches(ep, {"agent_id": "b"})
-    assert episode_matches(ep, {"created_after": "2024-03-01T10:00:00Z"})  # inclusive
-    assert not episode_matches(ep, {"created_before": "2024-03-01T10:00:00+00:00"})  # exclusive
-    assert not episode_matches(ep, {"metadata": {"lang": "de"}})
+    at = datetime(2024, 3, 1, 10, tzinfo=UTC)
+    assert Filters.of(kind=["note", "fact"], metadata={"lang": "en"}).matches(ep)
+    assert not Filters.of(kind="fact").matches(ep)
+    assert not Filters.of(agent_id="b").matches(ep)
+    assert not Filters.of(session_id="other").matches(ep)
+    assert Filters.of(created_after=at).matches(ep)  # inclusive
+    assert Filters.of(created_after=at.replace(tzinfo=None)).matches(ep)  # naive is UTC
+    assert not Filters.of(created_before=at).matches(ep)  # exclusive
+    assert not Filters.of(metadata={"lang": "de"}).matches(ep)
+    assert Filters.of(created_before=at.replace(hour=11), metadata={"lang": "en"}).matches(ep)
 
 
 async def test_chunk_points_stand_for_their_episode_once_at_its_best_score() -> None:
@@ -280,7 +296,7 @@ async def test_chunk_points_stand_for_their_episode_once_at_its_best_score() -> 
     # two chunks: one about painting (close to the query), one about a dog
     await index.upsert(episode_chunk_points(long, [[0.0, 0.0, 1.0, 0.0], [0.0, 0.8, 0.6, 0.0]], VERSION))
 
-    found = await retriever.search(tenant_id="t1", query="painting", k=10, mode="vector")
+    found = await retriever.search(SearchQuery(tenant_id="t1", text="painting", k=10, mode="vector"))
     hits = [s for s in found.snippets if s.content == long.content]
     assert len(hits) == 1  # three points, one record
     assert hits[0].scores["semantic"] == pytest.approx(1.0)  # the best chunk's score
@@ -297,7 +313,7 @@ async def test_chunk_points_crowding_the_first_page_trigger_one_deeper_fetch() -
     await store.insert_episodes(longs)
     for i, ep in enumerate(longs):  # each episode: two chunk points, better for earlier episodes
         await index.upsert(episode_chunk_points(ep, [[0.0, 0.0, 1.0 - i / 10, 0.1]] * 2, VERSION))
-    found = await retriever.search(tenant_id="t1", query="painting", k=2, mode="vector")
+    found = await retriever.search(SearchQuery(tenant_id="t1", text="painting", k=2, mode="vector"))
     assert [s.content for s in found.snippets] == [longs[0].content, longs[1].content]
 
 
@@ -316,9 +332,11 @@ async def test_context_fetches_as_many_candidates_as_asked() -> None:
 
     store.search_text = counting_lexical  # type: ignore[method-assign]
     index.search = counting_vector  # type: ignore[method-assign]
-    found = await retriever.context(tenant_id="t1", query="invoice XJ42", token_budget=64, candidates=3)
+    found = await retriever.context(
+        ContextQuery(tenant_id="t1", text="invoice XJ42", token_budget=64, candidates=3)
+    )
     assert "XJ42" in found.context
     assert asked and set(asked) == {3}  # each tier offers the 3 candidates packing considers
     asked.clear()
-    await retriever.context(tenant_id="t1", query="invoice XJ42", token_budget=64)
-    assert set(asked) == {RetrievalSettings().candidate_k}
+    await retriever.context(ContextQuery(tenant_id="t1", text="invoice XJ42", token_budget=64))
+    assert set(asked) == {RetrievalSettings().context_candidates}

@@ -32,7 +32,6 @@ from core.retrieval.tokens import load_token_counter
 from core.service import HybridMemoryService
 from core.settings import load_settings
 from core.stores.edge_index import EdgeVectorIndex
-from deployments.http.retrieval import InProcessRetriever
 from tests.fakes import InMemoryEpisodicStore, InMemoryWorkingStore
 from tests.unit.test_scopes import ingress_app
 
@@ -121,9 +120,7 @@ async def world() -> AsyncIterator[World]:
                 working=working, lexical=episodic, vectors=vectors, embedder=embedder,
                 settings=app_settings.retrieval, token_counter=load_token_counter(),
             )  # fmt: skip
-            app = ingress_app(
-                app_settings, service, keys, retriever=InProcessRetriever(core), embedder=embedder
-            )
+            app = ingress_app(app_settings, service, keys, retriever=core, embedder=embedder)
             async with app.router.lifespan_context(app):
                 transport = httpx.ASGITransport(app=app)
                 async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
