@@ -1,6 +1,7 @@
 """CPU time of the processes that serve a benchmark, per role, read from /proc (Linux).
 
-Roles: each Serve deployment by name (``Retriever``, ``Embedder``, ...), ``proxy``, ``controller``, ``ray``
+Roles: each Serve deployment by name (``Retriever``, ``Embedder``, ...), ``proxy`` (Serve's proxy actor),
+``haproxy`` (Serve's HAProxy ingress, when ``RAY_SERVE_ENABLE_HA_PROXY=1``), ``controller``, ``ray``
 (every other process below the benchmark: raylet, GCS, idle workers, agents), ``postgres`` and ``redis``
 (every such server process on this machine: the stores the app uses, started by it or not) and any
 process named explicitly (a single-process server, say). The load generator itself is not counted.
@@ -16,6 +17,7 @@ from pathlib import Path
 
 _TICK_S = 1.0 / os.sysconf("SC_CLK_TCK")
 _STORES = {"postgres": "postgres", "redis-server": "redis", "valkey-server": "redis"}
+_BELOW = {"haproxy": "haproxy"}  # roles known by process name among the benchmark's own processes
 
 
 def _stat(pid: int) -> tuple[int, str, str, float] | None:
@@ -80,7 +82,7 @@ def snapshot(root_pid: int, named: Mapping[int, str] | None = None) -> dict[int,
     for pid, (_ppid, comm, title, cpu) in table.items():
         role = (named or {}).get(pid) or role_of(comm, title)
         if role is None and pid in below:
-            role = "ray"
+            role = _BELOW.get(comm, "ray")
         if role is not None:
             out[pid] = (role, cpu)
     return out

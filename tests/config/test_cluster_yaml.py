@@ -151,6 +151,8 @@ def test_every_node_gets_the_apps_serve_tuning(cluster: dict[str, Any]) -> None:
     commands = "\n".join(cluster["setup_commands"])
     for name, value in SERVE_ENV_DEFAULTS.items():
         assert f"{name}={value}" in commands, name
+    # HAProxy as every node's ingress, the Ingress replicas behind it (direct ingress).
+    assert "RAY_SERVE_ENABLE_HA_PROXY=1 RAY_SERVE_ENABLE_DIRECT_INGRESS=1" in commands
 
 
 def test_head_migrates_then_deploys_the_serve_app(cluster: dict[str, Any]) -> None:

@@ -270,6 +270,7 @@ def test_ray_processes_get_the_apps_serve_tuning(compose: dict[str, Any]) -> Non
     for name in ("ray-head", "ray-worker"):
         env = compose["services"][name]["environment"]
         assert {k: env.get(k) for k in SERVE_ENV_DEFAULTS} == SERVE_ENV_DEFAULTS, name
+        assert env["RAY_SERVE_ENABLE_HA_PROXY"] == "1" == env["RAY_SERVE_ENABLE_DIRECT_INGRESS"], name
 
 
 # --- the Dockerfile ------------------------------------------------------------------------------------

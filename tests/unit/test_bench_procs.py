@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from jobs.bench_procs import cpu_by_role, role_of, snapshot
 
@@ -39,3 +41,16 @@ def test_cpu_is_counted_per_role_for_named_and_descendant_processes() -> None:
             proc.wait()
     assert 0.3 <= used["server"] <= 1.6
     assert used["ray"] < 0.2
+
+
+def test_serves_haproxy_ingress_counts_as_its_own_role(tmp_path: Path) -> None:
+    """With RAY_SERVE_ENABLE_HA_PROXY=1 Serve's ingress is an haproxy process below the benchmark."""
+    fake = tmp_path / "haproxy"
+    shutil.copy("/bin/sleep", fake)
+    proc = subprocess.Popen([str(fake), "30"])
+    try:
+        time.sleep(0.2)
+        assert snapshot(os.getpid())[proc.pid][0] == "haproxy"
+    finally:
+        proc.kill()
+        proc.wait()
