@@ -103,6 +103,9 @@ TARGETS: list[tuple[str, str, str, str, float]] = [
     ("/v1/context p95 at 16 clients, served / limit, 100k", "retrieve_100k", "ratio_p95_c16", "<=", 2.0),
     ("memories loaded per s, served / limit, 100k", "retrieve_100k", "ratio_load", ">=", 0.9),
     ("ingest episodes/s (durable, batched HTTP)", "ingest", "episodes_per_s", ">=", 5000.0),
+    ("consolidated episodes/s / raw embeddings/s", "consolidate", "ratio", ">=", 0.8),
+    ("single-text /v1/embeddings req/s, served / plain FastAPI", "embed", "ratio_single", ">=", 1.2),
+    ("32-text /v1/embeddings texts/s, served / raw in process", "embed", "ratio_batch", ">=", 0.9),
     ("embedding backend speedup vs torch", "embed", "backend_speedup", ">=", 3.0),
     ("embedding backend cosine vs torch", "embed", "backend_cosine_mean", ">=", 0.99),
 ]
