@@ -15,9 +15,9 @@ port of its own from 30000 up); Serve's Python proxy leaves the request path. Me
 against the same single-process limit (``hybridmem bench retrieve``, 10k memories, 2026-12-07, AMD
 EPYC 2 cores): CPU per ``/v1/context`` request 19.6 -> 16.8 ms (proxy 3.8 ms -> HAProxy 0.25 + proxy
 actor 0.1; Ingress 4.6 -> 2.9), 1-client p50 28.2 -> 23.3 ms, load 687 -> 746 memories/s. Where no
-HAProxy binary can be found, the defaults fall back to Serve's proxy. With HAProxy, Serve binds the
-Ingress replica's own port on all interfaces (so HAProxy on other nodes can reach it): every route
-but the health checks still requires an API key, and ``RAY_SERVE_ENABLE_HA_PROXY=0`` turns it off.
+HAProxy binary can be found, the defaults fall back to Serve's proxy; ``RAY_SERVE_ENABLE_HA_PROXY=0``
+turns it off. The Ingress replica's own port listens on the configured HTTP host (127.0.0.1 under
+``make run``); HAProxy's metrics and stats listeners bind every interface.
 Three HAProxy settings are made per process here: its config, socket and state files go to a
 directory of this process's own, and its metrics and stats ports are free ones (Serve's defaults are
 fixed paths under /tmp and fixed ports, so two apps on one machine would take each other's), and an

@@ -7,7 +7,7 @@ the Retriever's handle as it is, and the result it returns is serialised once.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Response
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
@@ -45,24 +45,31 @@ class SearchFilters(BaseModel):
         )
 
 
-class SearchRequest(BaseModel):
+class _ReadRequest(BaseModel):
+    """What a search and a context request share: the query, its mode, filters and tiers."""
+
     model_config = ConfigDict(extra="forbid")
 
     query: str = Field(min_length=1, max_length=4096)
-    k: int | None = Field(None, ge=1, le=200, description="Hits to return (default: retrieval.default_k, 10)")
     mode: Literal["hybrid", "vector", "lexical"] = "hybrid"
     filters: SearchFilters = Field(default_factory=SearchFilters)
     tiers: list[Tier] | None = Field(None, description="Tiers to search (default: all)")
 
+    def _shared(self, tenant_id: str) -> dict[str, Any]:
+        return {
+            "tenant_id": tenant_id,
+            "text": self.query,
+            "mode": self.mode,
+            "filters": self.filters.to_filters(),
+            "tiers": None if self.tiers is None else tuple(t.value for t in self.tiers),
+        }
+
+
+class SearchRequest(_ReadRequest):
+    k: int | None = Field(None, ge=1, le=200, description="Hits to return (default: retrieval.default_k, 10)")
+
     def to_query(self, tenant_id: str) -> SearchQuery:
-        return SearchQuery(
-            tenant_id=tenant_id,
-            text=self.query,
-            k=self.k,
-            mode=self.mode,
-            filters=self.filters.to_filters(),
-            tiers=None if self.tiers is None else tuple(t.value for t in self.tiers),
-        )
+        return SearchQuery(k=self.k, **self._shared(tenant_id))
 
 
 class SearchResponse(BaseModel):
@@ -75,17 +82,13 @@ class SearchResponse(BaseModel):
     )
 
 
-class ContextRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    query: str = Field(min_length=1, max_length=4096)
+class ContextRequest(_ReadRequest):
     token_budget: int | None = Field(
         None,
         ge=1,
         le=32_768,
         description="Tokens the context may use (default: retrieval.default_token_budget)",
     )
-    filters: SearchFilters = Field(default_factory=SearchFilters)
     tier_quotas: dict[Tier, int] | None = Field(None, description="Max tokens per tier")
     chronological: bool = Field(True, description="Order packed snippets by time")
     candidates: int | None = Field(
@@ -95,20 +98,14 @@ class ContextRequest(BaseModel):
         description="Ranked candidates considered for packing, and fetched from each tier (default: "
         "retrieval.context_candidates, 50)",
     )
-    mode: Literal["hybrid", "vector", "lexical"] = "hybrid"
-    tiers: list[Tier] | None = Field(None, description="Tiers to search (default: all)")
 
     def to_query(self, tenant_id: str) -> ContextQuery:
         return ContextQuery(
-            tenant_id=tenant_id,
-            text=self.query,
             token_budget=self.token_budget,
-            mode=self.mode,
-            filters=self.filters.to_filters(),
-            tiers=None if self.tiers is None else tuple(t.value for t in self.tiers),
             tier_quotas=tuple((t.value, n) for t, n in (self.tier_quotas or {}).items()),
             chronological=self.chronological,
             candidates=self.candidates,
+            **self._shared(tenant_id),
         )
 
 
