@@ -29,6 +29,8 @@ from deployments.serve_env import apply_serve_env_defaults
 log = logging.getLogger(__name__)
 
 DEV_TENANT = "dev"
+# Seconds ``serve run`` gets after SIGINT, SIGTERM and SIGKILL before the next (see _stop_serve).
+STOP_GRACE_S = (20.0, 10.0, 10.0)
 
 
 def _dev_key(data_dir: Path) -> str:
@@ -56,6 +58,8 @@ def _derived_config(config: Path, host: str, port: int, data_dir: Path) -> Path:
 
 
 def run(config: Path, host: str, port: int) -> int:
+    """Serve until Ctrl-C or SIGTERM, then stop everything this started (see :func:`_stop_serve`)."""
+    signal.signal(signal.SIGTERM, _terminate_as_interrupt)
     settings = load_settings()
     data_dir = settings.data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -93,7 +97,34 @@ def run(config: Path, host: str, port: int) -> int:
         try:
             return proc.wait()
         except KeyboardInterrupt:
-            proc.send_signal(signal.SIGINT)
-            return proc.wait(timeout=60)
+            print("stopping (Ctrl-C again to force) ...", flush=True)
+            return _stop_serve(proc)
     finally:
         servers.stop()
+
+
+def _terminate_as_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def _stop_serve(proc: subprocess.Popen[bytes]) -> int:
+    """Stop ``serve run`` and the local Ray it started: SIGINT (it shuts Serve and Ray down), then SIGTERM,
+    then SIGKILL, each after ``STOP_GRACE_S``; a second Ctrl-C skips straight to SIGKILL. Ray's node
+    processes share the fate of the ``serve run`` process that started them."""
+    steps = (
+        (signal.SIGINT, STOP_GRACE_S[0]),
+        (signal.SIGTERM, STOP_GRACE_S[1]),
+        (signal.SIGKILL, STOP_GRACE_S[2]),
+    )
+    for sig, grace_s in steps:
+        if proc.poll() is not None:
+            break
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            log.warning("serve run still running %.0f s after %s", grace_s, signal.Signals(sig).name)
+        except KeyboardInterrupt:
+            proc.kill()
+            proc.wait()
+    return proc.returncode if proc.returncode is not None else 1
