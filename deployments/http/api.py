@@ -14,9 +14,11 @@ from fastapi import FastAPI, Response
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from starlette.datastructures import Headers, MutableHeaders
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from core import __version__
+from core.errors import Unauthenticated
 from core.logs import request_scope
 from core.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from core.metrics import observe_http, render_latest
@@ -28,6 +30,7 @@ from deployments.http.timeouts import RequestTimeoutMiddleware
 log = logging.getLogger(__name__)
 
 ContextFactory = Callable[[], AbstractAsyncContextManager[ApiContext]]
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 
 class RequestIdMiddleware:
@@ -42,6 +45,47 @@ class RequestIdMiddleware:
         self._max = max_body_bytes
         self._echo = echo_request_id  # Serve's proxy already echoes X-Request-ID
 
+    def _refusal(self, scope: Scope, headers: Headers) -> JSONResponse | None:
+        """A request refused before its body is read: a declared length over the limit (413), or a
+        body-carrying /v1 request without a valid API key (401: nobody unauthenticated gets their body
+        read and parsed). The route's own dependency still checks the key's scopes."""
+        length = headers.get("content-length")
+        if length and length.isdigit() and int(length) > self._max:
+            body = error_body("limit_exceeded", f"request body exceeds {self._max} bytes", field="body")
+            return JSONResponse(body, status_code=413)
+        if scope["method"] not in _BODY_METHODS or not scope["path"].startswith("/v1/"):
+            return None
+        ctx = getattr(getattr(scope.get("app"), "state", None), "ctx", None)
+        if ctx is None:
+            return None
+        raw = headers.get("x-api-key")
+        authorization = headers.get("authorization")
+        if raw is None and authorization and authorization.lower().startswith("bearer "):
+            raw = authorization[7:].strip()
+        try:
+            ctx.auth.authenticate(raw)
+        except Unauthenticated as exc:
+            return JSONResponse(
+                error_body(exc.code, exc.message), status_code=401, headers={"WWW-Authenticate": "Bearer"}
+            )
+        return None
+
+    def _limited(self, receive: Receive) -> Receive:
+        """``receive`` that refuses a body once it grows past the limit while streaming (a chunked body
+        declares no length): the app answers 413 instead of reading on."""
+        limit, received = self._max, 0
+
+        async def limited() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise StarletteHTTPException(413, f"request body exceeds {limit} bytes")
+            return message
+
+        return limited
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self._app(scope, receive, send)
@@ -51,14 +95,13 @@ class RequestIdMiddleware:
         if len(rid) > 128 or not rid.isprintable():
             rid = uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = rid
-        length = headers.get("content-length")
-        if length and length.isdigit() and int(length) > self._max:
-            body = error_body("limit_exceeded", f"request body exceeds {self._max} bytes", field="body")
-            refusal = JSONResponse(body, status_code=413)
+        refusal = self._refusal(scope, headers)
+        if refusal is not None:
             if self._echo:
                 refusal.headers["X-Request-ID"] = rid
             await refusal(scope, receive, send)
             return
+        receive = self._limited(receive)
         start = time.perf_counter()
         status = 500
 

@@ -99,4 +99,5 @@ def install_error_handlers(app: FastAPI) -> None:
         code = {404: "not_found", 405: "method_not_allowed", 413: "limit_exceeded"}.get(
             exc.status_code, "http_error"
         )
-        return JSONResponse(error_body(code, str(exc.detail)), status_code=exc.status_code)
+        field = "body" if exc.status_code == 413 else None
+        return JSONResponse(error_body(code, str(exc.detail), field=field), status_code=exc.status_code)

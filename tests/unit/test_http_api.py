@@ -228,3 +228,58 @@ async def test_unhandled_errors_are_counted_as_500_with_their_route() -> None:
         r = await c.get("/v1/boom-for-test")
     assert r.status_code == 500
     assert count() == before + 1
+
+
+async def test_a_streamed_body_over_the_limit_is_refused_while_it_streams(client: httpx.AsyncClient) -> None:
+    """A chunked body declares no length: it is counted as it arrives and refused past the limit (4096
+    bytes here) with 413, without being read to the end."""
+    sent = 0
+
+    async def chunks() -> AsyncIterator[bytes]:
+        nonlocal sent
+        for _ in range(64):
+            sent += 1
+            yield b" " * 1024
+
+    r = await client.post(
+        "/v1/episodes", content=chunks(), headers={**h("rw"), "Content-Type": "application/json"}
+    )
+    assert r.status_code == 413
+    assert r.json()["error"] == {
+        "code": "limit_exceeded",
+        "message": "request body exceeds 4096 bytes",
+        "field": "body",
+    }
+    assert sent < 64  # refused while streaming
+    small = await client.post(
+        "/v1/episodes",
+        content=_stream(json.dumps(EP).encode()),
+        headers={**h("rw"), "Content-Type": "application/json"},
+    )
+    assert small.status_code == 201, small.text  # a chunked body under the limit is read as usual
+
+
+async def _stream(data: bytes) -> AsyncIterator[bytes]:
+    for i in range(0, len(data), 7):
+        yield data[i : i + 7]
+
+
+@pytest.mark.parametrize("auth", [{}, {"Authorization": "Bearer not-a-key"}])
+async def test_an_unauthenticated_body_is_refused_before_it_is_read(
+    client: httpx.AsyncClient, auth: dict[str, str]
+) -> None:
+    sent = 0
+
+    async def chunks() -> AsyncIterator[bytes]:
+        nonlocal sent
+        for _ in range(3):
+            sent += 1
+            yield b'{"agent_id": "a1", '
+
+    r = await client.post(
+        "/v1/episodes", content=chunks(), headers={**auth, "Content-Type": "application/json"}
+    )
+    assert r.status_code == 401
+    assert r.headers["WWW-Authenticate"] == "Bearer"
+    assert r.json()["error"]["code"] == "unauthenticated"
+    assert sent == 0  # not a byte of it was read
