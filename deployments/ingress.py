@@ -33,10 +33,7 @@ class Ingress:
         self._scheduler = scheduler
 
     def __serve_build_asgi_app__(self) -> FastAPI:
-        from deployments.http.deps import get_embedder, require
-        from deployments.http.embeddings import build_embeddings_router
-        from deployments.http.routes_admin import router as admin_router
-        from deployments.http.routes_search import router as search_router
+        from deployments.http.routers import ingress_routers
 
         settings = self._settings
 
@@ -48,18 +45,12 @@ class Ingress:
                 admin=self._scheduler,
             )
 
-        embeddings_router = build_embeddings_router(
-            get_embedder,
-            require("memory:read"),
-            max_texts=settings.limits.max_batch_items,
-            max_text_chars=settings.limits.max_content_chars,
-        )
         app = create_api(
             context_factory,
             max_body_bytes=settings.limits.max_request_bytes,
             cors_origins=settings.auth.cors_origins,
             behind_serve_proxy=True,
             request_timeout_s=settings.request_timeout_s,
-            extra_routers=(search_router, admin_router, embeddings_router),
+            extra_routers=ingress_routers(settings),
         )
         return app

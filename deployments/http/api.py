@@ -24,7 +24,7 @@ from core.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from core.metrics import observe_http, render_latest
 from deployments.http import routes_episodes, routes_state
 from deployments.http.deps import ApiContext, Ctx, Reader
-from deployments.http.errors import error_body, install_error_handlers
+from deployments.http.errors import error_response, install_error_handlers
 from deployments.http.timeouts import RequestTimeoutMiddleware
 
 log = logging.getLogger(__name__)
@@ -49,11 +49,12 @@ class RequestIdMiddleware:
         """A request refused before its body is read: a declared length over the limit (413), or a
         body-carrying /v1 request without a valid API key (401: nobody unauthenticated gets their body
         read and parsed). The route's own dependency still checks the key's scopes."""
+        path = scope["path"]
         length = headers.get("content-length")
         if length and length.isdigit() and int(length) > self._max:
-            body = error_body("limit_exceeded", f"request body exceeds {self._max} bytes", field="body")
-            return JSONResponse(body, status_code=413)
-        if scope["method"] not in _BODY_METHODS or not scope["path"].startswith("/v1/"):
+            message = f"request body exceeds {self._max} bytes"
+            return error_response(path, 413, "limit_exceeded", message, field="body")
+        if scope["method"] not in _BODY_METHODS or not path.startswith("/v1/"):
             return None
         ctx = getattr(getattr(scope.get("app"), "state", None), "ctx", None)
         if ctx is None:
@@ -65,9 +66,7 @@ class RequestIdMiddleware:
         try:
             ctx.auth.authenticate(raw)
         except Unauthenticated as exc:
-            return JSONResponse(
-                error_body(exc.code, exc.message), status_code=401, headers={"WWW-Authenticate": "Bearer"}
-            )
+            return error_response(path, 401, exc.code, exc.message, headers={"WWW-Authenticate": "Bearer"})
         return None
 
     def _limited(self, receive: Receive) -> Receive:

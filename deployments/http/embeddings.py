@@ -1,7 +1,10 @@
-"""Embedding HTTP API: OpenAI-compatible ``POST /v1/embeddings``, a native batch endpoint, model info.
+"""Embedding HTTP API: OpenAI-compatible ``POST /v1/embeddings`` and ``GET /v1/models``, a native batch
+endpoint, model info.
 
-Standalone router: the Ingress mounts it with its auth dependency; tests mount it on a bare FastAPI app.
-Bad input (empty list, empty or non-string item, too many texts, text too long) → 422 naming the field.
+Standalone routers: the Ingress mounts them with its auth dependency; tests mount them on a bare FastAPI
+app. Bad input (empty list, empty or non-string item, too many texts, text too long, token arrays) is
+refused naming the field; in the Ingress the OpenAI-compatible routes answer in OpenAI's error shape
+(``deployments.http.errors``).
 """
 
 import base64
@@ -14,10 +17,26 @@ from fastapi.params import Depends as DependsParam
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from core.embedding.types import EmbedResult, TextEmbedder
+from core.errors import NotFound
 from core.models import ModelVersion
 
 DEFAULT_MAX_TEXTS = 1_000
 DEFAULT_MAX_TEXT_CHARS = 32_768
+
+
+TOKEN_ARRAYS = (
+    "token arrays are not accepted: send the texts themselves (LangChain: "
+    "OpenAIEmbeddings(check_embedding_ctx_length=False); the served model tokenizes with its own "
+    "tokenizer, not OpenAI's)"
+)
+
+
+def _is_tokens(value: Any) -> bool:
+    """OpenAI's other input forms: one token array, or a list of them."""
+    if not isinstance(value, list) or not value:
+        return False
+    items = value if isinstance(value[0], list) else [value]
+    return all(isinstance(i, list) and i and all(type(t) is int for t in i) for i in items)
 
 
 def _check_texts(value: Any, field: str, max_texts: int, max_chars: int) -> list[str]:
@@ -26,6 +45,8 @@ def _check_texts(value: Any, field: str, max_texts: int, max_chars: int) -> list
         raise ValueError(f"{field} must be a string or a list of strings")
     if not texts:
         raise ValueError(f"{field} must not be empty")
+    if _is_tokens(texts):
+        raise ValueError(f"{field}: {TOKEN_ARRAYS}")
     if len(texts) > max_texts:
         raise ValueError(f"{field} has {len(texts)} texts; at most {max_texts} per request")
     for i, text in enumerate(texts):
@@ -175,6 +196,51 @@ def build_embeddings_router(
         info: dict[str, Any] = dict(await info_fn()) if info_fn is not None else {}
         window = info.get("max_seq_length")
         return ModelInfo(**ModelVersionOut.of(version).model_dump(), max_seq_length=window)
+
+    return router
+
+
+class ModelObject(BaseModel):
+    """OpenAI's model object: ``id`` is what clients pass as ``model``."""
+
+    id: str
+    object: Literal["model"] = "model"
+    created: int = Field(0, description="Not tracked for a served model (0)")
+    owned_by: str = "hybridmem"
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelObject]
+
+
+def build_models_router(
+    get_embedder: Callable[..., TextEmbedder | Awaitable[TextEmbedder]], read_scope_dependency: Any = None
+) -> APIRouter:
+    """OpenAI's ``GET /v1/models`` and ``GET /v1/models/{model}``: the served embedding model, by its
+    name (what ``model`` in an embeddings request names) or its version key (``name@revision``)."""
+    dependencies: list[Any] = []
+    if read_scope_dependency is not None:
+        dep = read_scope_dependency
+        dependencies.append(dep if isinstance(dep, DependsParam) else Depends(dep))
+    router = APIRouter(prefix="/v1/models", tags=["embeddings"], dependencies=dependencies)
+
+    @router.get("", summary="Models served (OpenAI models API shape)")
+    async def list_models(
+        embedder: TextEmbedder = Depends(get_embedder),  # noqa: B008 (FastAPI dependency)
+    ) -> ModelList:
+        version = await embedder.model_version()
+        return ModelList(data=[ModelObject(id=version.name)])
+
+    @router.get("/{model_id:path}", summary="One served model (OpenAI models API shape)")
+    async def get_model(
+        model_id: str,
+        embedder: TextEmbedder = Depends(get_embedder),  # noqa: B008 (FastAPI dependency)
+    ) -> ModelObject:
+        version = await embedder.model_version()
+        if model_id not in (version.name, version.key):
+            raise NotFound("model", model_id)
+        return ModelObject(id=version.name)
 
     return router
 

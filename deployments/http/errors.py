@@ -1,4 +1,10 @@
-"""The only place core errors become HTTP status codes. Every error body has a machine-readable code."""
+"""The only place core errors become HTTP status codes. Every error body has a machine-readable code.
+
+hybridmem's own routes answer ``{"error": {"code", "message", "field", ...}}``. The OpenAI-compatible
+routes (``POST /v1/embeddings``, ``GET /v1/models[/{id}]``) answer in OpenAI's shape,
+``{"error": {"message", "type", "param", "code"}}``, and with 400 where hybridmem says 422, as OpenAI
+does, so that OpenAI's client libraries raise their own exception types with the message.
+"""
 
 from __future__ import annotations
 
@@ -39,6 +45,41 @@ def error_body(code: str, message: str, **extra: Any) -> dict[str, Any]:
     return {"error": {"code": code, "message": message, **{k: v for k, v in extra.items() if v is not None}}}
 
 
+def is_openai_route(path: str) -> bool:
+    return path in ("/v1/embeddings", "/v1/models") or path.startswith("/v1/models/")
+
+
+def _openai_error(
+    path: str, status: int, code: str, message: str, field: str | None
+) -> tuple[int, dict[str, Any]]:
+    if status == 422 or (status == 413 and field != "body"):  # invalid input; a too-large body stays 413
+        status = 400
+    if status == 401:
+        code = "invalid_api_key"
+    elif status == 404 and path.startswith("/v1/models"):
+        code = "model_not_found"
+    kind = "server_error" if status >= 500 else "requests" if status == 429 else "invalid_request_error"
+    return status, {"error": {"message": message, "type": kind, "param": field, "code": code}}
+
+
+def error_response(
+    path: str,
+    status: int,
+    code: str,
+    message: str,
+    *,
+    field: str | None = None,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> JSONResponse:
+    """The error answer for a request to ``path``: hybridmem's shape, or OpenAI's on its routes."""
+    if is_openai_route(path):
+        status, body = _openai_error(path, status, code, message, field)
+    else:
+        body = error_body(code, message, field=field, **extra)
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
 def _field_of(loc: tuple[Any, ...]) -> str:
     parts = [str(p) for p in (loc[1:] if loc[:1] in (("body",), ("query",), ("path",), ("header",)) else loc)]
     out = ""
@@ -61,14 +102,16 @@ def install_error_handlers(app: FastAPI) -> None:
             headers["Retry-After"] = str(max(1, round(exc.retry_after_s)))
         if isinstance(exc, errors.Unauthenticated):
             headers["WWW-Authenticate"] = "Bearer"
-        body = error_body(
+        return error_response(
+            request.url.path,
+            status,
             exc.code,
             exc.message,
             field=getattr(exc, "field", None),
+            headers=headers,
             store=getattr(exc, "store", None),
             scope=getattr(exc, "scope", None),
         )
-        return JSONResponse(body, status_code=status, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -78,11 +121,13 @@ def install_error_handlers(app: FastAPI) -> None:
         details = [
             {"field": _field_of(tuple(e.get("loc", ()))), "message": e.get("msg", "")} for e in errs[:20]
         ]
-        return JSONResponse(
-            error_body(
-                "invalid_input", f"{field}: {first.get('msg', 'invalid')}", field=field, details=details
-            ),
-            status_code=422,
+        return error_response(
+            request.url.path,
+            422,
+            "invalid_input",
+            f"{field}: {first.get('msg', 'invalid')}",
+            field=field,
+            details=details,
         )
 
     @app.exception_handler(Exception)
@@ -90,8 +135,8 @@ def install_error_handlers(app: FastAPI) -> None:
         # A bug, not a client error: log it with the request id, answer with the same error shape.
         rid = getattr(request.state, "request_id", None)
         log.exception("unhandled error", extra={"path": request.url.path, "request_id": rid})
-        return JSONResponse(
-            error_body("internal_error", "internal server error", request_id=rid), status_code=500
+        return error_response(
+            request.url.path, 500, "internal_error", "internal server error", request_id=rid
         )
 
     @app.exception_handler(StarletteHTTPException)
@@ -100,4 +145,4 @@ def install_error_handlers(app: FastAPI) -> None:
             exc.status_code, "http_error"
         )
         field = "body" if exc.status_code == 413 else None
-        return JSONResponse(error_body(code, str(exc.detail), field=field), status_code=exc.status_code)
+        return error_response(request.url.path, exc.status_code, code, str(exc.detail), field=field)

@@ -84,7 +84,9 @@ def test_model_info_like_tei(client: TestClient, model: SentenceTransformerEmbed
     [
         ("/v1/embeddings", {"input": [], "model": "m"}, "input", "must not be empty"),
         ("/v1/embeddings", {"input": ["ok", 3], "model": "m"}, "input", "input[1] must be a string"),
-        ("/v1/embeddings", {"input": [[1, 2, 3]], "model": "m"}, "input", "input[0] must be a string"),
+        ("/v1/embeddings", {"input": [[1, 2, 3]], "model": "m"}, "input", "check_embedding_ctx_length=False"),
+        ("/v1/embeddings", {"input": [101, 7592], "model": "m"}, "input", "token arrays are not accepted"),
+        ("/v1/embeddings", {"input": [[1, 2], "text"], "model": "m"}, "input", "input[0] must be a string"),
         ("/v1/embeddings", {"input": [""], "model": "m"}, "input", "input[0] must not be an empty string"),
         ("/v1/embeddings", {"input": ["a"] * 9, "model": "m"}, "input", "at most 8"),
         ("/v1/embeddings", {"input": "x" * 2001, "model": "m"}, "input", "at most 2000"),

@@ -21,10 +21,9 @@ from core.auth import ApiKeyAuthenticator
 from core.service import HybridMemoryService
 from core.settings import ApiKeySpec, Settings, load_settings
 from deployments.http.api import create_api
-from deployments.http.deps import ApiContext, get_embedder, require
-from deployments.http.embeddings import build_embeddings_router
-from deployments.http.routes_admin import router as admin_router
-from deployments.http.routes_search import router as search_router
+from deployments.http.deps import ApiContext
+from deployments.http.errors import is_openai_route
+from deployments.http.routers import ingress_routers
 from tests.fakes import InMemoryEpisodicStore, InMemoryWorkingStore
 
 # raw key -> (tenant, scopes)
@@ -55,16 +54,8 @@ def ingress_app(
     async def ctx() -> AsyncIterator[ApiContext]:
         yield ApiContext(settings=settings, service=service, auth=ApiKeyAuthenticator(specs(keys)), **ctx_kw)
 
-    embeddings = build_embeddings_router(
-        get_embedder,
-        require("memory:read"),
-        max_texts=settings.limits.max_batch_items,
-        max_text_chars=settings.limits.max_content_chars,
-    )
     return create_api(
-        ctx,
-        max_body_bytes=settings.limits.max_request_bytes,
-        extra_routers=(search_router, admin_router, embeddings),
+        ctx, max_body_bytes=settings.limits.max_request_bytes, extra_routers=ingress_routers(settings)
     )
 
 
@@ -149,9 +140,10 @@ async def test_every_route_refuses_missing_bad_and_unscoped_keys(
     for method, path in operations(app):
         url = concrete(path)
         body: dict[str, Any] | None = {} if method in {"POST", "PUT", "PATCH"} else None
+        openai = is_openai_route(path)  # OpenAI's error shape there (deployments/http/errors.py)
         r = await client.request(method, url, json=body)
         assert r.status_code == 401, (method, path, r.status_code, r.text)
-        assert r.json()["error"]["code"] == "unauthenticated"
+        assert r.json()["error"]["code"] == ("invalid_api_key" if openai else "unauthenticated")
         assert r.headers["WWW-Authenticate"] == "Bearer"
         for bad in (
             {"Authorization": "Bearer not-a-key"},
@@ -165,11 +157,12 @@ async def test_every_route_refuses_missing_bad_and_unscoped_keys(
             method, url, json=body, headers={"Authorization": f"Bearer {LACKING[scope]}"}
         )
         assert r.status_code == 403, (method, path, r.text)
-        assert r.json()["error"] == {
-            "code": "forbidden",
-            "message": f"this API key lacks the {scope!r} scope",
-            "scope": scope,
-        }
+        message = f"this API key lacks the {scope!r} scope"
+        assert r.json()["error"] == (
+            {"message": message, "type": "invalid_request_error", "param": None, "code": "forbidden"}
+            if openai
+            else {"code": "forbidden", "message": message, "scope": scope}
+        )
         checked += 1
     assert checked >= 25
 

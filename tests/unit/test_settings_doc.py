@@ -47,15 +47,12 @@ def test_every_http_route_is_documented_in_api_md() -> None:
     """docs/api.md names every route the Ingress serves (the app built as the Ingress builds it)."""
     import contextlib
 
+    from core.settings import load_settings
     from deployments.http.api import create_api
-    from deployments.http.deps import get_embedder, require
-    from deployments.http.embeddings import build_embeddings_router
-    from deployments.http.routes_admin import router as admin_router
-    from deployments.http.routes_search import router as search_router
+    from deployments.http.routers import ingress_routers
 
-    embeddings = build_embeddings_router(get_embedder, require("memory:read"))
     never_opened: Any = contextlib.nullcontext  # the lifespan never runs: only the schema is read
-    app = create_api(never_opened, extra_routers=(search_router, admin_router, embeddings))
+    app = create_api(never_opened, extra_routers=ingress_routers(load_settings({})))
     api_md = (DOC.parent / "api.md").read_text()
     routes = [(m.upper(), p) for p, ops in app.openapi()["paths"].items() for m in ops]
     assert len(routes) > 20
