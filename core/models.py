@@ -167,3 +167,9 @@ class HealthReport(Frozen):
     @property
     def ok(self) -> bool:
         return all(v == "ok" for v in self.stores.values())
+
+    @property
+    def serving(self) -> bool:
+        """Whether the app can answer at all: some store is reachable (a read falls back to the tiers that
+        answer; a write needs Postgres and answers 503 while it is away)."""
+        return any(v == "ok" for v in self.stores.values())

@@ -26,7 +26,7 @@ def wait_ready(base_url: str, timeout_s: float = 180.0) -> None:
     while time.monotonic() < deadline:
         try:
             r = httpx.get(f"{base_url}/readyz", timeout=5)
-            if r.status_code == 200:
+            if r.status_code == 200 and r.json().get("status") == "ok":  # 200 also while degraded
                 return
             last = r.text
         except httpx.HTTPError as exc:

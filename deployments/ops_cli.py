@@ -133,7 +133,7 @@ def status(url: str, app_name: str = "hybridmem") -> int:
         print(f"app {url}: {ready.json().get('status')}")
         for store, state in ready.json().get("stores", {}).items():
             print(f"  store {store:9} {state}")
-        ok = ready.status_code == 200
+        ok = ready.status_code == 200 and ready.json().get("status") == "ok"  # 200 also while degraded
     except httpx.HTTPError as exc:
         print(f"app {url}: unreachable ({exc})")
         ok = False

@@ -96,7 +96,8 @@ def limit_server(
             if proc.poll() is not None:
                 raise RuntimeError(f"limit server exited with {proc.returncode} before it was ready")
             try:
-                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                ready = httpx.get(f"{base}/readyz", timeout=2)
+                if ready.status_code == 200 and ready.json().get("status") == "ok":
                     break
             except httpx.HTTPError:
                 pass

@@ -94,7 +94,8 @@ class ApiMethods:
 
     @endpoint
     def readyz(self) -> Flow[ReadyReport]:
-        """Readiness of every store; a degraded app answers (503) with the store that is down."""
+        """Readiness of every store: ``status`` "degraded" names the stores that are down (HTTP 200 while the
+        app can still serve, 503 when no store answers)."""
         return self._call(
             Request("GET", "/readyz", retry=False, accept=frozenset({503})), _parser(ReadyReport)
         )

@@ -93,7 +93,8 @@ class ConsolidationRun(_Out):
 
 
 class ReadyReport(_Out):
-    """``GET /readyz``: ``ok`` is False (status "degraded") when a store is unreachable."""
+    """``GET /readyz``: ``ok`` is False (status "degraded") when a store is unreachable; the app still
+    serves (HTTP 200) unless no store answers (503)."""
 
     status: str
     stores: dict[str, str] = Field(default_factory=dict)

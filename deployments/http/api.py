@@ -173,11 +173,17 @@ def create_api(
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["ops"], summary="Readiness: every store reachable (names the one that is not)")
+    @app.get(
+        "/readyz",
+        tags=["ops"],
+        summary="Readiness: 200 while the app can serve (degraded stores named), 503 when no store answers",
+    )
     async def readyz(ctx: Ctx) -> JSONResponse:
+        # A store outage is not cured by taking this replica out of service: every replica shares the
+        # stores, so only an app that can answer nothing (no store reachable) reports 503.
         report = await ctx.service.health()
-        status = 200 if report.ok else 503
-        headers = {} if report.ok else {"Retry-After": "5"}
+        status = 200 if report.serving else 503
+        headers = {} if report.serving else {"Retry-After": "5"}
         return JSONResponse(
             {"status": "ok" if report.ok else "degraded", "stores": report.stores},
             status_code=status,

@@ -60,6 +60,13 @@ async def _stores(base_url: str) -> dict[str, str]:
         return stores
 
 
+async def _still_serving(base_url: str) -> None:
+    """Readiness during a store outage: 200 (the app still serves), the outage named in the body."""
+    async with httpx.AsyncClient(base_url=base_url, timeout=10) as client:
+        r = await client.get("/readyz")
+    assert r.status_code == 200 and r.json()["status"] == "degraded", r.text
+
+
 async def _unavailable(base_url: str, store: str) -> bool:
     return (await _stores(base_url)).get(store, "").startswith("unavailable")
 
@@ -120,6 +127,7 @@ async def test_redis_stop_start(fault_stack: FaultStack, load: Load) -> None:
         await asyncio.to_thread(fault_stack.valkey.stop)
         ph.mark("down")
         await until(lambda: _unavailable(base, "redis"), timeout_s=15, what="readyz naming redis")
+        await _still_serving(base)
         await asyncio.sleep(OUTAGE_S)
         ph.mark("up")
         await asyncio.to_thread(fault_stack.valkey.start)
@@ -146,6 +154,7 @@ async def test_postgres_stop_start(fault_stack: FaultStack, load: Load) -> None:
         await asyncio.to_thread(fault_stack.postgres.stop)
         ph.mark("down")
         await until(lambda: _unavailable(base, "postgres"), timeout_s=15, what="readyz naming postgres")
+        await _still_serving(base)
         await asyncio.sleep(OUTAGE_S)
         ph.mark("up")
         await asyncio.to_thread(fault_stack.postgres.start)

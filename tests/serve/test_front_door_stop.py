@@ -48,7 +48,8 @@ def _wait_ready(proc: subprocess.Popen[bytes], port: int, log: Path) -> None:
     while time.monotonic() < deadline:
         assert proc.poll() is None, f"hybridmem run exited with {proc.returncode}:\n{log.read_text()[-3000:]}"
         try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=3).status_code == 200:
+            ready = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=3)
+            if ready.status_code == 200 and ready.json()["status"] == "ok":
                 return
         except httpx.HTTPError:
             pass

@@ -283,3 +283,40 @@ async def test_an_unauthenticated_body_is_refused_before_it_is_read(
     assert r.headers["WWW-Authenticate"] == "Bearer"
     assert r.json()["error"]["code"] == "unauthenticated"
     assert sent == 0  # not a byte of it was read
+
+
+async def test_readyz_is_200_while_the_app_can_serve_and_503_when_no_store_answers() -> None:
+    """Orchestrators take a replica out of service on 503: a store outage every replica shares is not
+    cured by that, so readiness stays 200 (the outage named) until nothing answers at all."""
+    settings = load_settings({})
+    working, episodic = InMemoryWorkingStore(), InMemoryEpisodicStore()
+
+    @contextlib.asynccontextmanager
+    async def ctx() -> AsyncIterator[ApiContext]:
+        service = HybridMemoryService(working=working, episodic=episodic, settings=settings)
+        yield ApiContext(settings=settings, service=service, auth=ApiKeyAuthenticator(_specs()))
+
+    app = create_api(ctx)
+    transport = httpx.ASGITransport(app=app)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://t") as c,
+    ):
+        r = await c.get("/readyz")
+        assert (r.status_code, r.json()) == (
+            200,
+            {"status": "ok", "stores": {"redis": "ok", "postgres": "ok"}},
+        )
+        working.available = False
+        r = await c.get("/readyz")
+        assert r.status_code == 200 and "Retry-After" not in r.headers
+        assert r.json() == {
+            "status": "degraded",
+            "stores": {"redis": "unavailable: redis is unavailable: fake outage", "postgres": "ok"},
+        }
+        episodic.available = False
+        r = await c.get("/readyz")
+        assert r.status_code == 503 and r.headers["Retry-After"] == "5"
+        assert r.json()["status"] == "degraded"
+        working.available = episodic.available = True
+        assert (await c.get("/readyz")).json()["status"] == "ok"
