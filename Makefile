@@ -10,13 +10,14 @@ PORT ?= 8000
 .PHONY: setup run test test-fast test-faults lint bench bench-gpu bench-report clean
 
 # Idempotent: re-installs only when pyproject.toml changed since the last install.
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml client/pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found (hybridmem needs Python 3.11)"; exit 1; }
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# torch first and exactly pinned, so that no other requirement pulls a CUDA build.
 	$(BIN)/python -m pip install --quiet torch==2.13.0
-	$(BIN)/python -m pip install --quiet -e '.[dev,langgraph]'
+	# The client package first in the same command: it satisfies the server's hybridmem-client requirement.
+	$(BIN)/python -m pip install --quiet -e './client[langgraph,mcp]' -e '.[dev,langgraph]'
 	@touch $(STAMP)
 
 setup: $(STAMP)
@@ -35,9 +36,9 @@ test-faults: setup
 	HYBRIDMEM_FAULTS_JSON=$(FAULTS_JSON) $(BIN)/python -m pytest -q -ra -m faults $(PYTEST_ARGS)
 
 lint: setup
-	$(BIN)/ruff check core deployments jobs tests
-	$(BIN)/ruff format --check core deployments jobs tests
-	$(BIN)/mypy core deployments jobs
+	$(BIN)/ruff check core deployments jobs tests client
+	$(BIN)/ruff format --check core deployments jobs tests client
+	$(BIN)/mypy core deployments jobs client/hybridmem_client
 
 # Every benchmark, each against a fresh local app; JSON into bench/results, report into docs/benchmarks.md.
 RESULTS := bench/results

@@ -6,6 +6,24 @@ import hashlib
 import uuid
 from typing import NewType
 
+from hybridmem_client.ids import HYBRIDMEM_NAMESPACE, deterministic_id
+
+__all__ = [
+    "HYBRIDMEM_NAMESPACE",
+    "AgentId",
+    "EpisodeId",
+    "MemoryId",
+    "RunId",
+    "SessionId",
+    "TenantId",
+    "TranscriptId",
+    "content_hash",
+    "deterministic_id",
+    "hash_tenant",
+    "partition_of",
+    "stable_hash",
+]
+
 TenantId = NewType("TenantId", str)
 AgentId = NewType("AgentId", str)
 SessionId = NewType("SessionId", str)
@@ -13,15 +31,6 @@ EpisodeId = NewType("EpisodeId", uuid.UUID)
 MemoryId = NewType("MemoryId", uuid.UUID)
 TranscriptId = NewType("TranscriptId", uuid.UUID)
 RunId = NewType("RunId", uuid.UUID)
-
-# Fixed namespace so ids are stable across processes, machines and releases.
-HYBRIDMEM_NAMESPACE = uuid.UUID("6f1c2a52-3f0e-5b8e-9a43-2d1e7c0b9a11")
-
-
-def deterministic_id(tenant_id: str, kind: str, source_id: str, model_version: str = "") -> uuid.UUID:
-    """UUIDv5 over (tenant, kind, source id, model version): a replayed write maps to the same row/point."""
-    name = "\x1f".join((tenant_id, kind, source_id, model_version))
-    return uuid.uuid5(HYBRIDMEM_NAMESPACE, name)
 
 
 def stable_hash(*parts: str) -> int:

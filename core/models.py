@@ -1,33 +1,42 @@
-"""Domain values: frozen pydantic models shared by every tier and the API."""
+"""Domain values: frozen pydantic models shared by every tier.
+
+The API's wire types (episodes, memories, snippets...) are defined once in the client package
+(:mod:`hybridmem_client.models`) and re-exported here for the server's code."""
 
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
-from enum import StrEnum
-from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from hybridmem_client.models import (
+    Episode,
+    Frozen,
+    JsonDict,
+    MemoryRecord,
+    Role,
+    ScoredSnippet,
+    ScratchpadEntry,
+    Tier,
+    Transcript,
+    TranscriptTurn,
+)
 
-JsonDict = dict[str, Any]
-
-
-class Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class Role(StrEnum):
-    USER = "user"
-    ASSISTANT = "assistant"
-    SYSTEM = "system"
-    TOOL = "tool"
-    OBSERVATION = "observation"
-
-
-class Tier(StrEnum):
-    WORKING = "working"
-    EPISODIC = "episodic"
-    SEMANTIC = "semantic"
+__all__ = [
+    "Episode",
+    "Frozen",
+    "HealthReport",
+    "JsonDict",
+    "MemoryRecord",
+    "ModelVersion",
+    "Role",
+    "ScoredSnippet",
+    "ScratchpadEntry",
+    "SparseVector",
+    "Tier",
+    "Transcript",
+    "TranscriptTurn",
+    "VectorHit",
+    "VectorPoint",
+]
 
 
 class ModelVersion(Frozen):
@@ -48,89 +57,6 @@ class ModelVersion(Frozen):
         """A Qdrant-safe collection name fragment for this version."""
         safe = "".join(c if c.isalnum() else "_" for c in self.name.lower()).strip("_")
         return f"{safe}_{self.revision[:12]}_{self.dimension}"
-
-
-class Episode(Frozen):
-    """One durable event in a session: a message, observation, action or scratchpad flush."""
-
-    id: uuid.UUID
-    tenant_id: str
-    agent_id: str
-    session_id: str
-    partition: int
-    role: Role
-    kind: str
-    content: str
-    metadata: JsonDict = Field(default_factory=dict)
-    created_at: datetime
-    content_hash: str
-    consolidated_at: datetime | None = None
-
-
-class TranscriptTurn(Frozen):
-    """One turn of a multi-party transcript (a negotiation, a meeting)."""
-
-    speaker: str
-    content: str
-    created_at: datetime | None = None
-    metadata: JsonDict = Field(default_factory=dict)
-
-
-class Transcript(Frozen):
-    id: uuid.UUID
-    tenant_id: str
-    agent_id: str
-    session_id: str
-    title: str
-    participants: list[str]
-    metadata: JsonDict = Field(default_factory=dict)
-    created_at: datetime
-    turns: list[TranscriptTurn] = Field(default_factory=list)
-    episode_ids: list[uuid.UUID] = Field(default_factory=list)
-
-
-class ScratchpadEntry(Frozen):
-    """A keyed, TTL-bound value an agent keeps in working memory."""
-
-    tenant_id: str
-    agent_id: str
-    key: str
-    value: Any
-    ttl_s: int | None = None
-    updated_at: datetime
-
-
-class MemoryRecord(Frozen):
-    """A semantic memory: durable in Postgres, its vector in Qdrant."""
-
-    id: uuid.UUID
-    tenant_id: str
-    agent_id: str
-    session_id: str | None = None
-    kind: str = "fact"
-    content: str
-    metadata: JsonDict = Field(default_factory=dict)
-    source_ids: list[str] = Field(default_factory=list)
-    model_version: str | None = None
-    created_at: datetime
-    updated_at: datetime
-
-
-class ScoredSnippet(Frozen):
-    """A retrieved piece of context with where it came from and why it ranked."""
-
-    tier: Tier
-    content: str
-    score: float
-    scores: dict[str, float] = Field(default_factory=dict)
-    source_ids: list[str] = Field(default_factory=list)
-    kind: str | None = None
-    agent_id: str | None = None
-    session_id: str | None = None
-    created_at: datetime | None = None
-    token_count: int | None = None
-    truncated: bool = False
-    metadata: JsonDict = Field(default_factory=dict)
 
 
 class SparseVector(Frozen):

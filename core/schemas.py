@@ -7,80 +7,34 @@ Types and shapes are checked by pydantic (→ 422); configurable limits by :func
 from __future__ import annotations
 
 import json
-from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from hybridmem_client.models import (
+    EpisodeIn,
+    MemoryIn,
+    MemoryPatch,
+    ScratchpadIn,
+    TranscriptIn,
+    TranscriptTurnIn,
+)
 
 from core.errors import InvalidInput, LimitExceeded
-from core.models import Role
 from core.settings import LimitSettings
 
-_ID = Field(min_length=1, max_length=256, pattern=r"^[^\x00-\x1f]+$")
-
-
-class _In(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class EpisodeIn(_In):
-    """One episode to store. ``id`` is the client's idempotency key: replays store it once."""
-
-    id: str | None = Field(None, min_length=1, max_length=256, description="Client idempotency key")
-    agent_id: str = _ID
-    session_id: str = _ID
-    role: Role = Role.USER
-    kind: str = Field("message", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")
-    content: str = Field(min_length=1)
-    metadata: dict[str, Any] = Field(default_factory=dict)
-    created_at: datetime | None = Field(None, description="Event time (default: now, UTC)")
-
-    @field_validator("created_at")
-    @classmethod
-    def _aware(cls, v: datetime | None) -> datetime | None:
-        if v is not None and v.tzinfo is None:
-            raise ValueError("created_at must include a timezone (e.g. 2024-05-01T12:00:00Z)")
-        return v
-
-
-class TranscriptTurnIn(_In):
-    speaker: str = _ID
-    content: str = Field(min_length=1)
-    created_at: datetime | None = None
-    metadata: dict[str, Any] = Field(default_factory=dict)
-
-
-class TranscriptIn(_In):
-    """A multi-party transcript (negotiation, meeting); each turn also becomes an episode."""
-
-    id: str | None = Field(None, min_length=1, max_length=256)
-    agent_id: str = _ID
-    session_id: str = _ID
-    title: str = Field("", max_length=512)
-    participants: list[str] = Field(min_length=1, max_length=64)
-    turns: list[TranscriptTurnIn] = Field(min_length=1)
-    metadata: dict[str, Any] = Field(default_factory=dict)
-
-
-class ScratchpadIn(_In):
-    value: Any = Field(description="Any JSON value")
-    ttl_s: int | None = Field(None, description="Seconds to live (default from settings)")
-
-
-class MemoryIn(_In):
-    id: str | None = Field(None, min_length=1, max_length=256, description="Client idempotency key")
-    agent_id: str = _ID
-    session_id: str | None = Field(None, min_length=1, max_length=256)
-    kind: str = Field("fact", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")
-    content: str = Field(min_length=1)
-    metadata: dict[str, Any] = Field(default_factory=dict)
-    source_ids: list[str] = Field(default_factory=list, max_length=256)
-
-
-class MemoryPatch(_In):
-    content: str | None = Field(None, min_length=1)
-    kind: str | None = Field(None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")
-    metadata: dict[str, Any] | None = None
+__all__ = [
+    "EpisodeIn",
+    "MemoryIn",
+    "MemoryPatch",
+    "ScratchpadIn",
+    "TranscriptIn",
+    "TranscriptTurnIn",
+    "check_batch",
+    "check_content",
+    "check_episode",
+    "check_memory",
+    "check_metadata",
+    "check_ttl",
+]
 
 
 def _depth(value: Any, level: int = 0) -> int:

@@ -141,6 +141,12 @@ BENCHES = {
 }
 
 
+def _cmd_mcp(args: argparse.Namespace) -> int:
+    from hybridmem_client.mcp_server import serve
+
+    return serve(args)
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     import importlib
     import json
@@ -273,6 +279,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rs.add_argument("dir", help="a directory written by `hybridmem backup`")
     rs.set_defaults(func=_cmd_restore)
+
+    from hybridmem_client.mcp_server import DESCRIPTION, add_arguments
+
+    mcp = sub.add_parser(
+        "mcp", help="serve the memory tools over MCP (stdio, or --http)", description=DESCRIPTION
+    )
+    add_arguments(mcp)
+    mcp.set_defaults(func=_cmd_mcp)
 
     bench = sub.add_parser(
         "bench",

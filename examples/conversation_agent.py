@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from core.bench_quality import LocomoConversation, LocomoQuestion, load_locomo
-from core.client import (
+from hybridmem_client import (
     Conflict,
     ContextResult,
     HybridMemAPIError,

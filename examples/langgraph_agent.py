@@ -20,8 +20,8 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.store.base import BaseStore
 
-from core.client import HybridMemAPIError, HybridMemClient
-from core.client.langgraph_store import HybridMemStore
+from hybridmem_client import HybridMemAPIError, HybridMemClient
+from hybridmem_client.langgraph_store import HybridMemStore
 
 AGENT_ID = "langgraph-demo"
 

@@ -1,6 +1,6 @@
 """A bounded mixed load over the real HTTP API, through our own client (its retry policy included).
 
-Each worker owns an :class:`~core.client.AsyncHybridMemClient` whose transport records the status of
+Each worker owns an :class:`~hybridmem_client.AsyncHybridMemClient` whose transport records the status of
 every HTTP attempt, so one logical operation knows whether it was retried and which 5xx it saw. Writes
 carry idempotency ids (``{phase tag}-w{writer}-{n}``) and unique content, so the ledger can find each one.
 """
@@ -16,8 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-
-from core.client import AsyncHybridMemClient, HybridMemAPIError, HybridMemClientError
+from hybridmem_client import AsyncHybridMemClient, HybridMemAPIError, HybridMemClientError
 
 AGENT = "fault-agent"
 TOPICS = ("window seat", "hotel budget", "dentist appointment", "train to Lisbon", "grey kitten", "cello")

@@ -22,7 +22,7 @@ import httpx
 import psutil
 import pytest
 
-from core.client import AsyncHybridMemClient
+from hybridmem_client import AsyncHybridMemClient
 from core.ids import deterministic_id
 from core.settings import RetrievalSettings
 from tests.faults import report
@@ -43,7 +43,7 @@ WRITERS, READERS, PAUSE_S = 2, 2, 0.1
 def load(fault_stack: FaultStack) -> Load:
     report.SETUP.update(
         writers=WRITERS, readers=READERS, pause_s=PAUSE_S, warmup_s=WARMUP_S, outage_s=OUTAGE_S,
-        retry="core.client RetryPolicy() defaults: 4 attempts, 429/503 retried honouring Retry-After",
+        retry="hybridmem_client RetryPolicy() defaults: 4 attempts, 429/503 retried honouring Retry-After",
     )  # fmt: skip
     return Load(fault_stack.base_url, fault_stack.key, writers=WRITERS, readers=READERS, pause_s=PAUSE_S)
 

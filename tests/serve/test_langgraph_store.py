@@ -9,6 +9,8 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
+from hybridmem_client import AsyncHybridMemClient, HybridMemClient
+from hybridmem_client.langgraph_store import HybridMemStore
 from langgraph.store.base import (
     GetOp,
     InvalidNamespaceError,
@@ -18,8 +20,6 @@ from langgraph.store.base import (
     SearchOp,
 )
 
-from core.client import AsyncHybridMemClient, HybridMemClient
-from core.client.langgraph_store import HybridMemStore
 from tests.serve.conftest import AppServer
 
 pytestmark = [pytest.mark.serve, pytest.mark.integration, pytest.mark.timeout(600)]

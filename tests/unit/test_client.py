@@ -8,6 +8,7 @@ tests/serve/test_client_e2e.py.
 from __future__ import annotations
 
 import json
+import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -17,8 +18,8 @@ from typing import Any
 
 import httpx
 import pytest
-
-from core.client import (
+from hybridmem_client import (
+    NO_RETRY,
     AsyncHybridMemClient,
     BadRequest,
     Conflict,
@@ -36,7 +37,8 @@ from core.client import (
     Unauthenticated,
     ValidationFailed,
 )
-from core.client._errors import parse_retry_after
+from hybridmem_client._errors import parse_retry_after
+
 from core.models import Episode
 
 Handler = Callable[[httpx.Request], httpx.Response]
@@ -116,7 +118,9 @@ async def test_parses_into_core_models_and_sends_the_bearer_key(make: Callable[.
     sent = server.requests[0]
     assert sent.headers["authorization"] == "Bearer k-123"
     assert sent.method == "POST" and sent.url.path == "/v1/episodes"
-    assert json.loads(sent.content) == {
+    body = json.loads(sent.content)
+    assert re.fullmatch(r"[0-9a-f]{32}", body.pop("id"))  # the client's idempotency key
+    assert body == {
         "agent_id": "a", "session_id": "s", "role": "user", "kind": "message", "content": "hi",
         "metadata": {"speaker": "x"},
     }  # fmt: skip
@@ -231,8 +235,49 @@ async def test_with_options_overrides_the_timeout_on_shared_connections() -> Non
 async def test_a_timed_out_post_is_not_retried(make: Callable[..., Caller]) -> None:
     server = Recorder(httpx.ReadTimeout("read timed out"))
     with pytest.raises(HybridMemTimeout):
-        await make(server)("create_memory", agent_id="a", content="c")
-    assert len(server.requests) == 1  # it may have been applied
+        await make(server)("consolidate")
+    assert len(server.requests) == 1  # it may have been applied, and carries no idempotency key
+
+
+@pytest.mark.parametrize(
+    ("method", "kwargs"),
+    [
+        ("create_memory", {"agent_id": "a", "content": "c"}),
+        ("store_episode", {"agent_id": "a", "session_id": "s", "content": "c"}),
+        ("store_episodes", {"episodes": [{"agent_id": "a", "session_id": "s", "content": "c"}]}),
+        ("create_memories", {"memories": [{"agent_id": "a", "content": c} for c in "cd"]}),
+        ("store_transcript", {"transcript": {"agent_id": "a", "session_id": "s", "participants": ["x"],
+                                             "turns": [{"speaker": "x", "content": "c"}]}}),
+    ],
+)  # fmt: skip
+async def test_every_write_carries_an_id_and_a_retry_resends_the_same_one(
+    make: Callable[..., Caller], method: str, kwargs: dict[str, Any]
+) -> None:
+    """A write timed out or answered 503 after its commit is sent again with the same key (the server maps
+    it to the same row), and two separate calls get two keys."""
+    unavailable = error(503, "store_unavailable", "qdrant: upsert: timed out")
+    server = Recorder(httpx.ReadTimeout("read timed out"), unavailable, unavailable)
+    with pytest.raises(ServiceUnavailable):
+        await make(server)(method, **kwargs)
+    bodies = [json.loads(r.content) for r in server.requests]
+    assert len(bodies) == 4  # one timeout and three 503s: all retried
+
+    def ids(body: dict[str, Any]) -> list[str]:
+        items = body.get("episodes") or body.get("memories") or [body]
+        return [item["id"] for item in items]
+
+    assert all(ids(b) == ids(bodies[0]) for b in bodies)
+    assert len(set(ids(bodies[0]))) == len(ids(bodies[0]))  # each item its own key
+    server = Recorder(unavailable)
+    with pytest.raises(ServiceUnavailable):
+        await make(server, retry=NO_RETRY)(method, **kwargs)
+    assert not set(ids(json.loads(server.requests[0].content))) & set(ids(bodies[0]))
+
+
+async def test_a_callers_id_is_kept(make: Callable[..., Caller]) -> None:
+    server = Recorder(httpx.Response(201, json=episode_json()))
+    await make(server)("store_episode", agent_id="a", session_id="s", content="c", id="my-key")
+    assert json.loads(server.requests[0].content)["id"] == "my-key"
 
 
 async def test_a_timed_out_get_is_retried(make: Callable[..., Caller]) -> None:
@@ -248,7 +293,7 @@ async def test_a_server_timeout_is_retried_for_gets_not_for_posts(make: Callable
     assert len(server.requests) == 2
     server = Recorder(timed_out, httpx.Response(201, json=episode_json()))
     with pytest.raises(ServerError) as info:
-        await make(server)("create_memory", agent_id="a", content="c")
+        await make(server)("consolidate")
     assert len(server.requests) == 1 and info.value.status == 504  # it may have been applied
 
 
@@ -294,8 +339,8 @@ def test_backoff_grows_and_is_capped() -> None:
 def test_both_clients_expose_the_same_typed_methods() -> None:
     import inspect
 
-    from core.client._endpoints import ApiMethods
-    from core.client._method import AsyncMethod, SyncMethod, endpoint
+    from hybridmem_client._endpoints import ApiMethods
+    from hybridmem_client._method import AsyncMethod, SyncMethod, endpoint
 
     names = sorted(n for n, v in vars(ApiMethods).items() if isinstance(v, endpoint))
     assert {"store_episode", "search", "context", "consolidate", "wait_consolidation", "readyz"} <= set(names)
@@ -309,7 +354,7 @@ def test_both_clients_expose_the_same_typed_methods() -> None:
 
 
 def test_langgraph_item_ids_are_unambiguous_and_bounded() -> None:
-    from core.client.langgraph_store import MAX_ID_CHARS, item_client_id
+    from hybridmem_client.langgraph_store import MAX_ID_CHARS, item_client_id
 
     ids = {item_client_id(("a", "b"), "c"), item_client_id(("a/b",), "c"), item_client_id(("a",), "b:c"),
            item_client_id(("a", "b", "c"), "")}  # fmt: skip

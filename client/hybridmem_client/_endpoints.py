@@ -13,10 +13,22 @@ from urllib.parse import quote
 import httpx
 from pydantic import BaseModel, TypeAdapter
 
-from core.client._errors import HybridMemTimeout
-from core.client._flow import Flow, Request, RetryPolicy, Sleep, call
-from core.client._method import endpoint
-from core.client.responses import (
+from hybridmem_client._errors import HybridMemTimeout
+from hybridmem_client._flow import Flow, Request, RetryPolicy, Sleep, call
+from hybridmem_client._method import endpoint
+from hybridmem_client.ids import new_write_id
+from hybridmem_client.models import (
+    Episode,
+    EpisodeIn,
+    MemoryIn,
+    MemoryPatch,
+    MemoryRecord,
+    Role,
+    ScratchpadEntry,
+    Transcript,
+    TranscriptIn,
+)
+from hybridmem_client.responses import (
     ConsolidationRun,
     ContextResult,
     EmbeddingResult,
@@ -28,8 +40,6 @@ from core.client.responses import (
     SessionContext,
     TranscriptResult,
 )
-from core.models import Episode, MemoryRecord, Role, ScratchpadEntry, Transcript
-from core.schemas import EpisodeIn, MemoryIn, MemoryPatch, TranscriptIn
 
 M = TypeVar("M")
 Mode = Literal["hybrid", "vector", "lexical"]
@@ -65,6 +75,16 @@ def _seg(value: Any) -> str:
 def _body(item: BaseModel | Mapping[str, Any], model: type[BaseModel]) -> dict[str, Any]:
     obj = item if isinstance(item, model) else model.model_validate(item)
     return obj.model_dump(mode="json", exclude_none=True)
+
+
+def _write(item: BaseModel | Mapping[str, Any], model: type[BaseModel]) -> dict[str, Any]:
+    """The body of a write, with an idempotency key: the caller's ``id`` or a fresh one.
+
+    The server derives the row id from it, so a retried write (after a timeout or a 503 sent after the
+    durable commit) overwrites the same row instead of storing another copy."""
+    body = _body(item, model)
+    body.setdefault("id", new_write_id())
+    return body
 
 
 def _filters(filters: SearchFilters | Mapping[str, Any] | None) -> dict[str, Any]:
@@ -120,19 +140,22 @@ class ApiMethods:
         created_at: datetime | None = None,
         id: str | None = None,
     ) -> Flow[Episode]:
-        """Store one episode durably; ``id`` is an idempotency key (a replay stores it once)."""
-        body = _body(
+        """Store one episode durably; ``id`` is an idempotency key (a replay stores it once; when none is
+        given the client makes one, so its own retries never store a second copy)."""
+        body = _write(
             {"id": id, "agent_id": agent_id, "session_id": session_id, "role": role, "kind": kind,
              "content": content, "metadata": dict(metadata or {}), "created_at": created_at},
             EpisodeIn,
         )  # fmt: skip
-        return self._call(Request("POST", "/v1/episodes", json=body), _parser(Episode))
+        return self._call(Request("POST", "/v1/episodes", json=body, idempotent=True), _parser(Episode))
 
     @endpoint
     def store_episodes(self, episodes: Sequence[EpisodeIn | Mapping[str, Any]]) -> Flow[EpisodeBatchResult]:
         """Store several episodes all-or-nothing."""
-        body = {"episodes": [_body(e, EpisodeIn) for e in episodes]}
-        return self._call(Request("POST", "/v1/episodes/batch", json=body), _parser(EpisodeBatchResult))
+        body = {"episodes": [_write(e, EpisodeIn) for e in episodes]}
+        return self._call(
+            Request("POST", "/v1/episodes/batch", json=body, idempotent=True), _parser(EpisodeBatchResult)
+        )
 
     @endpoint
     def get_episode(self, episode_id: Id) -> Flow[Episode]:
@@ -159,8 +182,10 @@ class ApiMethods:
     @endpoint
     def store_transcript(self, transcript: TranscriptIn | Mapping[str, Any]) -> Flow[TranscriptResult]:
         """Store a multi-party transcript; each turn also becomes an episode."""
-        body = _body(transcript, TranscriptIn)
-        return self._call(Request("POST", "/v1/transcripts", json=body), _parser(TranscriptResult))
+        body = _write(transcript, TranscriptIn)
+        return self._call(
+            Request("POST", "/v1/transcripts", json=body, idempotent=True), _parser(TranscriptResult)
+        )
 
     @endpoint
     def get_transcript(self, transcript_id: Id) -> Flow[Transcript]:
@@ -223,17 +248,19 @@ class ApiMethods:
         id: str | None = None,
     ) -> Flow[MemoryRecord]:
         """Create (or, with the same ``id``, replace) a memory; durable, then embedded and indexed."""
-        body = _body(
+        body = _write(
             {"id": id, "agent_id": agent_id, "session_id": session_id, "kind": kind, "content": content,
              "metadata": dict(metadata or {}), "source_ids": list(source_ids)},
             MemoryIn,
         )  # fmt: skip
-        return self._call(Request("POST", "/v1/memories", json=body), _parser(MemoryRecord))
+        return self._call(Request("POST", "/v1/memories", json=body, idempotent=True), _parser(MemoryRecord))
 
     @endpoint
     def create_memories(self, memories: Sequence[MemoryIn | Mapping[str, Any]]) -> Flow[list[MemoryRecord]]:
-        body = {"memories": [_body(m, MemoryIn) for m in memories]}
-        return self._call(Request("POST", "/v1/memories/batch", json=body), _parser(list[MemoryRecord]))
+        body = {"memories": [_write(m, MemoryIn) for m in memories]}
+        return self._call(
+            Request("POST", "/v1/memories/batch", json=body, idempotent=True), _parser(list[MemoryRecord])
+        )
 
     @endpoint
     def get_memory(self, memory_id: Id) -> Flow[MemoryRecord]:
@@ -283,7 +310,7 @@ class ApiMethods:
             body["k"] = k
         if tiers is not None:
             body["tiers"] = list(tiers)
-        return self._call(Request("POST", "/v1/search", json=body), _parser(SearchResult))
+        return self._call(Request("POST", "/v1/search", json=body, idempotent=True), _parser(SearchResult))
 
     @endpoint
     def context(
@@ -313,13 +340,15 @@ class ApiMethods:
             body["tiers"] = list(tiers)
         if tier_quotas is not None:
             body["tier_quotas"] = dict(tier_quotas)
-        return self._call(Request("POST", "/v1/context", json=body), _parser(ContextResult))
+        return self._call(Request("POST", "/v1/context", json=body, idempotent=True), _parser(ContextResult))
 
     @endpoint
     def embed(self, texts: Sequence[str]) -> Flow[EmbeddingResult]:
         """Vectors of ``texts`` from the served model (native batch endpoint)."""
         body = {"texts": list(texts)}
-        return self._call(Request("POST", "/v1/embeddings/batch", json=body), _parser(EmbeddingResult))
+        return self._call(
+            Request("POST", "/v1/embeddings/batch", json=body, idempotent=True), _parser(EmbeddingResult)
+        )
 
     # ---- admin ------------------------------------------------------------------------------------
 

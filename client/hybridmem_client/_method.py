@@ -11,7 +11,7 @@ import functools
 from collections.abc import Callable, Coroutine
 from typing import Any, Concatenate, Generic, Literal, ParamSpec, Protocol, TypeVar, overload
 
-from core.client._flow import Flow
+from hybridmem_client._flow import Flow
 
 P = ParamSpec("P")
 T = TypeVar("T")

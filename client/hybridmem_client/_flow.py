@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 import httpx
 
-from core.client._errors import (
+from hybridmem_client._errors import (
     HybridMemAPIError,
     HybridMemTimeout,
     HybridMemTransportError,
@@ -32,7 +32,10 @@ IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 
 @dataclass(frozen=True)
 class Request:
-    """One HTTP exchange to perform; ``accept`` lists non-2xx statuses that are answers, not errors."""
+    """One HTTP exchange to perform; ``accept`` lists non-2xx statuses that are answers, not errors.
+
+    ``idempotent`` None: by the method (GET, PUT, DELETE...); True for a POST whose body carries an
+    idempotency key (the client's writes), so that a timed-out one is sent again."""
 
     method: str
     path: str
@@ -41,6 +44,12 @@ class Request:
     timeout: float | None = None
     retry: bool = True
     accept: frozenset[int] = frozenset()
+    idempotent: bool | None = None
+
+    @property
+    def replayable(self) -> bool:
+        """Whether sending it twice has the effect of sending it once."""
+        return self.method in IDEMPOTENT_METHODS if self.idempotent is None else self.idempotent
 
 
 @dataclass(frozen=True)
@@ -57,9 +66,9 @@ class RetryPolicy:
     """When and how long to wait before trying again.
 
     429 and 503 are retried (they say the request was not acted on), honouring ``Retry-After`` up to
-    ``max_retry_after_s``; connection failures are retried for every method, timeouts (the client's,
-    or the server's ``504 request_timeout``) only for idempotent ones (a timed-out POST may have been
-    applied: replay it yourself with the same ``id``).
+    ``max_retry_after_s``; connection failures are retried for every request, timeouts (the client's,
+    or the server's ``504 request_timeout``) only for replayable ones: idempotent methods and the writes,
+    which carry an idempotency key (a timed-out write may have been applied; its replay overwrites it).
     """
 
     max_attempts: int = 4
@@ -78,8 +87,8 @@ class RetryPolicy:
         backoff = min(self.backoff_base_s * 2.0 ** (attempt - 1), self.backoff_max_s)
         return backoff * (1.0 + self.jitter * self.rng())
 
-    def retries_transport(self, exc: HybridMemTransportError, method: str) -> bool:
-        return not exc.maybe_sent or (isinstance(exc, HybridMemTimeout) and method in IDEMPOTENT_METHODS)
+    def retries_transport(self, exc: HybridMemTransportError, request: Request) -> bool:
+        return not exc.maybe_sent or (isinstance(exc, HybridMemTimeout) and request.replayable)
 
 
 NO_RETRY = RetryPolicy(max_attempts=1)
@@ -93,12 +102,12 @@ def send(request: Request, policy: RetryPolicy) -> Flow[httpx.Response]:
         try:
             response: httpx.Response = yield request
         except HybridMemTransportError as exc:
-            if attempt >= attempts or not policy.retries_transport(exc, request.method):
+            if attempt >= attempts or not policy.retries_transport(exc, request):
                 raise
             wait = policy.delay(attempt, None)
         else:
             retryable = response.status_code in policy.statuses or (
-                response.status_code in policy.timeout_statuses and request.method in IDEMPOTENT_METHODS
+                response.status_code in policy.timeout_statuses and request.replayable
             )
             if attempt >= attempts or not retryable:
                 return response

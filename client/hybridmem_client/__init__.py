@@ -1,10 +1,12 @@
 """Python client for the hybridmem API: :class:`HybridMemClient` (blocking), :class:`AsyncHybridMemClient`.
 
-The LangGraph store lives in :mod:`core.client.langgraph_store` (extra ``hybridmem[langgraph]``).
+Dependencies: httpx and pydantic only. The LangGraph store lives in :mod:`hybridmem_client.langgraph_store`
+(extra ``hybridmem-client[langgraph]``), the MCP server in :mod:`hybridmem_client.mcp_server` (extra
+``hybridmem-client[mcp]``, command ``hybridmem-mcp``).
 """
 
-from core.client._endpoints import SearchFilters
-from core.client._errors import (
+from hybridmem_client._endpoints import SearchFilters
+from hybridmem_client._errors import (
     BadRequest,
     Conflict,
     Forbidden,
@@ -20,9 +22,25 @@ from core.client._errors import (
     Unauthenticated,
     ValidationFailed,
 )
-from core.client._flow import NO_RETRY, RetryPolicy
-from core.client.client import AsyncHybridMemClient, HybridMemClient
-from core.client.responses import (
+from hybridmem_client._flow import NO_RETRY, RetryPolicy
+from hybridmem_client._version import __version__
+from hybridmem_client.client import AsyncHybridMemClient, HybridMemClient
+from hybridmem_client.models import (
+    Episode,
+    EpisodeIn,
+    MemoryIn,
+    MemoryPatch,
+    MemoryRecord,
+    Role,
+    ScoredSnippet,
+    ScratchpadEntry,
+    Tier,
+    Transcript,
+    TranscriptIn,
+    TranscriptTurn,
+    TranscriptTurnIn,
+)
+from hybridmem_client.responses import (
     ConsolidationRun,
     ContextResult,
     EmbeddingResult,
@@ -43,7 +61,9 @@ __all__ = [
     "ConsolidationRun",
     "ContextResult",
     "EmbeddingResult",
+    "Episode",
     "EpisodeBatchResult",
+    "EpisodeIn",
     "Forbidden",
     "HybridMemAPIError",
     "HybridMemClient",
@@ -51,18 +71,30 @@ __all__ = [
     "HybridMemTimeout",
     "HybridMemTransportError",
     "Identity",
+    "MemoryIn",
+    "MemoryPatch",
+    "MemoryRecord",
     "NotFound",
     "Page",
     "PayloadTooLarge",
     "RateLimited",
     "ReadyReport",
     "RetryPolicy",
+    "Role",
+    "ScoredSnippet",
+    "ScratchpadEntry",
     "SearchFilters",
     "SearchResult",
     "ServerError",
     "ServiceUnavailable",
     "SessionContext",
+    "Tier",
+    "Transcript",
+    "TranscriptIn",
     "TranscriptResult",
+    "TranscriptTurn",
+    "TranscriptTurnIn",
     "Unauthenticated",
     "ValidationFailed",
+    "__version__",
 ]

@@ -1,4 +1,4 @@
-"""Response shapes of the API that have no domain model in ``core.models`` (pages, results, reports).
+"""Response shapes of the API that have no wire model in :mod:`hybridmem_client.models` (pages, results).
 
 Lenient on purpose (unknown fields are ignored) so an older client keeps working against a newer server.
 """
@@ -11,7 +11,7 @@ from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from core.models import Episode, ScoredSnippet, ScratchpadEntry, Transcript
+from hybridmem_client.models import Episode, ScoredSnippet, ScratchpadEntry, Transcript
 
 T = TypeVar("T")
 

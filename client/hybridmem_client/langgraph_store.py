@@ -2,7 +2,7 @@
 
 Each item is a semantic memory of the store's ``agent_id`` and kind ``lg_item``. Its client id is
 ``lg:<json [*namespace, key]>``, so the memory's UUID is known without a lookup (the API derives it
-with :func:`core.ids.deterministic_id` from the tenant and that id). The memory's metadata holds
+with :func:`hybridmem_client.ids.deterministic_id` from the tenant and that id). The memory's metadata holds
 ``lg_namespace``, ``lg_key``, the value as JSON text (``lg_value``; metadata is size-limited by the
 service) and one ``lg_ns_<i>`` label per namespace level, so a namespace prefix is a metadata
 equality filter on the server. Search with a query goes through ``/v1/search`` (hybrid retrieval);
@@ -40,12 +40,11 @@ from langgraph.store.base import (
     validate_op_namespace,
 )
 
-from core.client._errors import NotFound
-from core.client._flow import Flow
-from core.client.client import AsyncHybridMemClient, HybridMemClient
-from core.ids import deterministic_id
-from core.models import MemoryRecord
-from core.schemas import MemoryIn
+from hybridmem_client._errors import NotFound
+from hybridmem_client._flow import Flow
+from hybridmem_client.client import AsyncHybridMemClient, HybridMemClient
+from hybridmem_client.ids import deterministic_id
+from hybridmem_client.models import MemoryIn, MemoryRecord
 
 ITEM_KIND = "lg_item"
 MAX_ID_CHARS = 256

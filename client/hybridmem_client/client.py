@@ -1,6 +1,6 @@
 """``HybridMemClient`` (blocking) and ``AsyncHybridMemClient``: thin drivers over one method table.
 
-Both inherit every endpoint from :class:`~core.client._endpoints.ApiMethods`; they differ only in the
+Both inherit every endpoint from :class:`~hybridmem_client._endpoints.ApiMethods`; they differ only in the
 httpx client they own and in how they drive a flow. Constructors open no connection.
 
     with HybridMemClient("http://127.0.0.1:8000", api_key="...") as hm:
@@ -17,9 +17,9 @@ from typing import Any, Literal, Self
 
 import httpx
 
-from core import __version__
-from core.client._endpoints import ApiMethods
-from core.client._flow import Flow, RetryPolicy, run_async, run_sync
+from hybridmem_client._endpoints import ApiMethods
+from hybridmem_client._flow import Flow, RetryPolicy, run_async, run_sync
+from hybridmem_client._version import __version__
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8000"
 DEFAULT_TIMEOUT_S = 30.0
