@@ -48,7 +48,7 @@ def local_app(
 
     ``deployment_options`` maps a deployment name to ``.options(...)`` overrides (e.g. autoscaling).
     """
-    from deployments.serve_env import apply_serve_env_defaults
+    from deployments.serve_env import apply_serve_env_defaults, stop_leftover_haproxy
 
     apply_serve_env_defaults()  # before Ray or Serve is imported: handles take their transport then
     import ray
@@ -78,3 +78,4 @@ def local_app(
             serve.shutdown()  # type: ignore[no-untyped-call]
         finally:
             ray.shutdown()
+            stop_leftover_haproxy()

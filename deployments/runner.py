@@ -24,7 +24,7 @@ from core import migrate
 from core.auth import new_api_key
 from core.embedded import EmbeddedServers
 from core.settings import ALL_SCOPES, ApiKeySpec, load_settings
-from deployments.serve_env import apply_serve_env_defaults
+from deployments.serve_env import apply_serve_env_defaults, stop_leftover_haproxy
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +99,8 @@ def run(config: Path, host: str, port: int) -> int:
         except KeyboardInterrupt:
             print("stopping (Ctrl-C again to force) ...", flush=True)
             return _stop_serve(proc)
+        finally:
+            stop_leftover_haproxy(env)
     finally:
         servers.stop()
 

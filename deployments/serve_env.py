@@ -45,6 +45,7 @@ and 16 MB (0.6 MB/min, levelling off) with two arenas; the whole app held 1,606 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import os
 import shutil
@@ -103,7 +104,7 @@ def _haproxy_instance(env: MutableMapping[str, str]) -> dict[str, str]:
     base = env.get("RAY_SERVE_HAPROXY_SERVER_STATE_BASE")
     if not base:
         base = tempfile.mkdtemp(prefix="hm-haproxy-")
-        atexit.register(shutil.rmtree, base, ignore_errors=True)  # the app stops before this process
+        atexit.register(_remove_haproxy_files, base)  # the app stops before this process
     return {
         "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": base,
         "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": os.path.join(base, "haproxy.cfg"),
@@ -112,6 +113,44 @@ def _haproxy_instance(env: MutableMapping[str, str]) -> dict[str, str]:
         "RAY_SERVE_HAPROXY_METRICS_PORT": _free_port(),
         "RAY_SERVE_HAPROXY_STATS_PORT": _free_port(),
     }
+
+
+def _remove_haproxy_files(base: str) -> None:
+    stop_leftover_haproxy({"RAY_SERVE_HAPROXY_SERVER_STATE_BASE": base})
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def stop_leftover_haproxy(
+    environ: MutableMapping[str, str] | None = None, *, grace_s: float = 5.0
+) -> list[int]:
+    """Stop HAProxy processes still running on this app's HAProxy files once the app is down; returns
+    their pids.
+
+    Serve's HAProxyManager actor starts HAProxy as its child; when Ray kills the actor at shutdown before
+    it stops HAProxy, HAProxy lives on (an orphan) holding the HTTP, metrics and stats ports, and the
+    next app on them fails to start. Only processes whose command line names this app's HAProxy files
+    directory are touched."""
+    env = os.environ if environ is None else environ
+    base = env.get("RAY_SERVE_HAPROXY_SERVER_STATE_BASE")
+    if not base:
+        return []
+    import psutil
+
+    found = []
+    for proc in psutil.process_iter(["pid", "name", "cmdline"]):
+        cmdline = proc.info["cmdline"] or []
+        if cmdline and os.path.basename(cmdline[0]) == "haproxy" and any(base in arg for arg in cmdline[1:]):
+            found.append(proc)
+    for proc in found:
+        with contextlib.suppress(psutil.Error):
+            proc.terminate()
+    _, alive = psutil.wait_procs(found, timeout=grace_s)
+    for proc in alive:
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
+    if found:
+        log.warning("stopped HAProxy left running after the app: pids %s", [p.pid for p in found])
+    return [p.pid for p in found]
 
 
 def apply_serve_env_defaults(environ: MutableMapping[str, str] | None = None) -> dict[str, str]:

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
+import psutil
 import pytest
 
-from deployments.serve_env import apply_serve_env_defaults, haproxy_binary
+from deployments.serve_env import apply_serve_env_defaults, haproxy_binary, stop_leftover_haproxy
 
 
 def test_fills_only_what_is_unset() -> None:
@@ -57,3 +61,29 @@ def test_serves_proxy_when_haproxy_is_off_or_missing(why: str, tmp_path: Path) -
     # Direct ingress alone would leave nothing listening on the configured HTTP port.
     assert env["RAY_SERVE_ENABLE_DIRECT_INGRESS"] == "0"
     assert not any(k.startswith("RAY_SERVE_HAPROXY_") and k != "RAY_SERVE_HAPROXY_BINARY_PATH" for k in env)
+
+
+def test_haproxy_left_running_on_this_apps_files_is_stopped(tmp_path: Path) -> None:
+    """An HAProxy orphaned at shutdown (its manager actor killed first) is stopped; another app's is not."""
+    exe = tmp_path / "haproxy"
+    exe.symlink_to(sys.executable)  # a process whose argv[0] is "haproxy"
+    ours, theirs = tmp_path / "ours", tmp_path / "theirs"
+
+    def start(base: Path) -> subprocess.Popen[bytes]:
+        code = "import time; time.sleep(300)"
+        return subprocess.Popen([str(exe), "-c", code, "-f", str(base / "abc" / "haproxy.cfg")])
+
+    mine, other = start(ours), start(theirs)
+    try:
+        deadline = time.monotonic() + 10
+        while len(psutil.Process(mine.pid).cmdline()) < 5 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        stopped = stop_leftover_haproxy({"RAY_SERVE_HAPROXY_SERVER_STATE_BASE": str(ours)})
+        assert stopped == [mine.pid]
+        assert mine.wait(timeout=10) is not None
+        assert other.poll() is None
+        assert stop_leftover_haproxy({}) == []  # no HAProxy files of this app: nothing to do
+    finally:
+        for proc in (mine, other):
+            proc.kill()
+            proc.wait()
