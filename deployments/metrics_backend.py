@@ -12,6 +12,8 @@ deployment's ``__init__`` and at the start of every job worker.
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -36,11 +38,63 @@ logger = logging.getLogger(__name__)
 RayMetric = ray_metrics.Counter | ray_metrics.Gauge | ray_metrics.Histogram
 
 
+class GaugeKeeper:
+    """Re-sends the last value of every gauge series of this process, every ``interval_s``.
+
+    Ray exports a gauge only in the report interval it was set in, and its metrics agent drops a gauge
+    series that was not reported for two intervals (20 s by default). A gauge set once (the last
+    successful consolidation, the backlog, integrity drift, an idle queue's 0) would vanish from the
+    metrics endpoint while its process lives, and Prometheus would mark it stale: the dashboard and
+    the alerts would see no data. Found by running the ops files in a real Prometheus (the fault suite).
+    """
+
+    def __init__(self, interval_s: float) -> None:
+        self._interval_s = interval_s
+        self._last: dict[tuple[int, tuple[tuple[str, str], ...]], tuple[ray_metrics.Gauge, float]] = {}
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def remember(self, metric: ray_metrics.Gauge, tags: Mapping[str, str], value: float) -> None:
+        with self._lock:
+            self._last[(id(metric), tuple(sorted(tags.items())))] = (metric, value)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="hybridmem-gauge-keeper", daemon=True)
+                self._thread.start()
+
+    def refresh(self) -> int:
+        """Send every remembered value once more; returns how many series were sent."""
+        with self._lock:
+            series = list(self._last.items())
+        for (_, tags), (metric, value) in series:
+            try:
+                metric.set(value, tags=dict(tags))
+            except Exception:  # never let a metrics refresh kill the thread
+                logger.debug("gauge refresh failed", exc_info=True)
+        return len(series)
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(self._interval_s)
+            self.refresh()
+
+
+def _refresh_interval_s() -> float:
+    """Half of Ray's metrics report interval (so every export carries every gauge), at least 1 s."""
+    try:
+        report_ms = float(ray._config.metrics_report_interval_ms())
+    except Exception:  # private API: fall back to Ray's default of 10 s
+        report_ms = 10_000.0
+    return max(1.0, report_ms / 2000.0)
+
+
 class _RayInstrument:
-    def __init__(self, kind: MetricKind, metric: RayMetric, local: Instrument | None) -> None:
+    def __init__(
+        self, kind: MetricKind, metric: RayMetric, local: Instrument | None, keeper: GaugeKeeper | None = None
+    ) -> None:
         self._kind = kind
         self._metric = metric
         self._local = local
+        self._keeper = keeper
 
     def record(self, value: float, labels: Mapping[str, str]) -> None:
         tags = dict(labels)
@@ -48,6 +102,8 @@ class _RayInstrument:
             self._metric.inc(value, tags=tags)
         elif isinstance(self._metric, ray_metrics.Gauge):
             self._metric.set(value, tags=tags)
+            if self._keeper is not None:
+                self._keeper.remember(self._metric, tags, value)
         else:
             self._metric.observe(value, tags=tags)
         if self._local is not None:
@@ -57,8 +113,9 @@ class _RayInstrument:
 class RayMetricsBackend:
     """core.metrics backend on ``ray.serve.metrics``; optionally tees every value into a local registry."""
 
-    def __init__(self, *, tee: PrometheusBackend | None = None) -> None:
+    def __init__(self, *, tee: PrometheusBackend | None = None, keeper: GaugeKeeper | None = None) -> None:
         self._tee = tee
+        self._keeper = keeper if keeper is not None else GaugeKeeper(_refresh_interval_s())
 
     def create(self, spec: MetricSpec) -> Instrument:
         metric: RayMetric
@@ -72,7 +129,7 @@ class RayMetricsBackend:
                 spec.name, description=spec.help, boundaries=list(spec.buckets or ()), tag_keys=tag_keys
             )
         local = self._tee.create(spec) if self._tee is not None else None
-        return _RayInstrument(spec.kind, metric, local)
+        return _RayInstrument(spec.kind, metric, local, self._keeper)
 
 
 def serve_request_id() -> str | None:

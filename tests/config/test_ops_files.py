@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -194,7 +195,6 @@ def test_observability_doc_lists_every_metric() -> None:
 PROMTOOL = shutil.which("promtool")
 
 
-@pytest.mark.skipif(PROMTOOL is None, reason="promtool not installed (apt-get install prometheus)")
 @pytest.mark.parametrize(
     "args",
     [
@@ -205,6 +205,10 @@ PROMTOOL = shutil.which("promtool")
     ids=["check-rules", "check-config", "test-rules"],
 )
 def test_promtool(args: list[str]) -> None:
-    assert PROMTOOL is not None
+    if PROMTOOL is None:  # CI installs it (.ci/run); elsewhere say how to get it
+        message = "promtool not installed: apt-get install prometheus (Debian's package)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
     done = subprocess.run([PROMTOOL, *args], capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
