@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import re
 import uuid
+import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import ModuleType
 
 import pytest
-
-from core.client import (
+from hybridmem_client import (
     AsyncHybridMemClient,
     Forbidden,
     HybridMemClient,
@@ -21,6 +23,7 @@ from core.client import (
     Unauthenticated,
     ValidationFailed,
 )
+
 from core.models import Episode, MemoryRecord, ScratchpadEntry, Tier
 from tests.serve.conftest import AppServer
 
@@ -262,3 +265,50 @@ def test_langgraph_example_recalls_earlier_turns(
     answers = [line for line in out.splitlines() if line.startswith("assistant:")]
     assert len(answers) == 4
     assert "Porto" in answers[2] and "half marathon" in answers[3]
+
+
+LOCOMO_DEV = Path(__file__).resolve().parents[3] / "shared" / "bench" / "locomo" / "locomo_dev.json"
+
+
+def _outline(cast_text: str) -> list[str]:
+    """The story a recording tells (commands, steps, questions, what was expected and found), without
+    what changes from run to run (run ids, timings, scores)."""
+    out = "".join(json.loads(line)[2] for line in cast_text.splitlines()[1:]).replace("\r\n", "\n")
+    keep = ("$ ", "# ", "  stored ", "  consolidation ", "expected: ", "### Question")
+    lines = [line for line in out.splitlines() if line.startswith(keep) or "questions had all" in line]
+    return [re.sub(r"[0-9a-f]{8}-[0-9a-f-]{27}", "<id>", line) for line in lines]
+
+
+@pytest.mark.slow
+def test_demo_recording_is_regenerated_and_matches_the_committed_one(
+    app_server: AppServer, tmp_path: Path
+) -> None:
+    """examples/record_demo.py against the real app on a real LoCoMo conversation: a valid asciinema cast
+    and SVG, whose story is the one committed in docs/demo (HYBRIDMEM_WRITE_DEMO=1 rewrites it there)."""
+    if not LOCOMO_DEV.is_file():
+        pytest.skip(f"the demo needs the LoCoMo dev conversations at {LOCOMO_DEV}")
+    demo = _example("record_demo")
+    code, events = demo.record(
+        str(LOCOMO_DEV), app_server.base_url, app_server.keys["a_admin"], questions=2, budget=256, idle_s=2.0,
+        echo=False,
+    )  # fmt: skip
+    assert code == 0
+    cast_path, svg_path = demo.write(events, tmp_path)
+    lines = cast_path.read_text().splitlines()
+    header = json.loads(lines[0])
+    assert (header["version"], header["width"], header["height"]) == (2, demo.WIDTH, demo.HEIGHT)
+    stamps = [json.loads(line) for line in lines[1:]]
+    assert all(kind == "o" for _, kind, _ in stamps)
+    assert [t for t, _, _ in stamps] == sorted(t for t, _, _ in stamps)
+    story = _outline(cast_path.read_text())
+    assert story[0].startswith("$ python examples/conversation_agent.py")
+    assert any(line.startswith("  consolidation succeeded") for line in story), story
+    assert sum(line.startswith("### Question") for line in story) == 2
+    root = ET.fromstring(svg_path.read_text())
+    assert root.tag.endswith("svg") and len(root.findall(".//{http://www.w3.org/2000/svg}text")) > 20
+
+    committed = demo.OUT / f"{demo.NAME}.cast"
+    if os.environ.get("HYBRIDMEM_WRITE_DEMO"):
+        demo.write(events, demo.OUT)
+    assert committed.is_file(), "no committed recording: run this test with HYBRIDMEM_WRITE_DEMO=1"
+    assert _outline(committed.read_text()) == story
