@@ -7,7 +7,7 @@ writes ``docs/demo/conversation_agent.cast`` (asciinema v2: ``asciinema play`` i
 ``docs/demo/conversation_agent.svg`` (opens in any browser). What is recorded is
 ``examples/conversation_agent.py`` run for real against the app; long pauses (consolidation) are cut to
 ``--idle`` seconds, as asciinema's ``idle_time_limit`` does. The test suite regenerates the recording
-(tests/serve/test_client_e2e.py), so it shows what the code does today.
+(tests/serve/app/test_client_e2e.py), so it shows what the code does today.
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ import shutil
 import socket
 import subprocess
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -107,21 +108,25 @@ class PostgresProcess:
             ensure_folder_permissions(_pg_bin().parent / "lib", readable)
             entry = pwd.getpwnam(POSTGRES_SYSTEM_USER)
             os.chown(self.pgdata, entry.pw_uid, entry.pw_gid)
-        subprocess.run(
-            [
-                self._bin("initdb"),
-                "-D",
-                str(self.pgdata),
-                "--auth=trust",
-                "--encoding=utf8",
-                "-U",
-                "postgres",
-            ],
-            check=True,
-            capture_output=True,
-            timeout=120,
-            **self._run_as(),
-        )
+        command = [
+            self._bin("initdb"),
+            "-D",
+            str(self.pgdata),
+            "--auth=trust",
+            "--encoding=utf8",
+            "-U",
+            "postgres",
+        ]
+        for attempt in (1, 2):  # initdb once died with SIGABRT in a full run, and not when run again
+            done = subprocess.run(command, capture_output=True, timeout=120, check=False, **self._run_as())
+            if done.returncode == 0:
+                return
+            output = (done.stdout + done.stderr).decode(errors="replace")[-2000:]
+            if attempt == 2:
+                raise RuntimeError(f"initdb failed twice (exit {done.returncode}): {output}")
+            warnings.warn(f"initdb failed (exit {done.returncode}), retrying once: {output}", stacklevel=1)
+            for child in self.pgdata.iterdir():
+                shutil.rmtree(child) if child.is_dir() else child.unlink()
 
     def start(self) -> None:
         # The socket directory is pgdata itself: short enough here, and owned by the server's user.

@@ -2,7 +2,7 @@
 
 Every test runs against both the blocking and the async client: they share one method table, and
 these tests pin that they behave the same. Endpoint behaviour against the real app is in
-tests/serve/test_client_e2e.py.
+tests/serve/app/test_client_e2e.py.
 """
 
 from __future__ import annotations

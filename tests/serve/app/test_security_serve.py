@@ -167,7 +167,7 @@ def test_hostile_metadata_key_in_a_filter_is_a_422(app_server: AppServer, data: 
     assert r.status_code == 422, r.text
 
 
-# Found by tests/serve/test_fuzz_openapi.py (exact requests): were 500s before the error-pickling fix.
+# Found by tests/serve/app/test_fuzz_openapi.py (exact requests): were 500s before the error-pickling fix.
 @pytest.mark.parametrize(
     ("path", "body"),
     [

@@ -201,7 +201,7 @@ async def test_async_client_round_trip(ahm: AsyncHybridMemClient) -> None:
 
 
 def _example(name: str) -> ModuleType:
-    path = Path(__file__).resolve().parents[2] / "examples" / f"{name}.py"
+    path = Path(__file__).resolve().parents[3] / "examples" / f"{name}.py"
     spec = importlib.util.spec_from_file_location(f"example_{name}", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
@@ -267,7 +267,7 @@ def test_langgraph_example_recalls_earlier_turns(
     assert "Porto" in answers[2] and "half marathon" in answers[3]
 
 
-LOCOMO_DEV = Path(__file__).resolve().parents[3] / "shared" / "bench" / "locomo" / "locomo_dev.json"
+LOCOMO_DEV = Path(__file__).resolve().parents[4] / "shared" / "bench" / "locomo" / "locomo_dev.json"
 
 
 def _outline(cast_text: str) -> list[str]:
@@ -276,7 +276,9 @@ def _outline(cast_text: str) -> list[str]:
     out = "".join(json.loads(line)[2] for line in cast_text.splitlines()[1:]).replace("\r\n", "\n")
     keep = ("$ ", "# ", "  stored ", "  consolidation ", "expected: ", "### Question")
     lines = [line for line in out.splitlines() if line.startswith(keep) or "questions had all" in line]
-    return [re.sub(r"[0-9a-f]{8}-[0-9a-f-]{27}", "<id>", line) for line in lines]
+    lines = [re.sub(r"[0-9a-f]{8}-[0-9a-f-]{27}", "<id>", line) for line in lines]
+    # A run consolidates whatever the app holds, not only this conversation: its counts are not the story.
+    return [re.sub(r"^  consolidation succeeded: .*", "  consolidation succeeded", line) for line in lines]
 
 
 @pytest.mark.slow

@@ -24,7 +24,7 @@ from tests.serve.conftest import AppServer, free_port
 
 pytestmark = [pytest.mark.serve, pytest.mark.integration, pytest.mark.timeout(600)]
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 TOOLS = {
     "store_episode", "search", "get_context", "remember", "get_memory", "list_memories", "update_memory",
     "delete_memory",
