@@ -100,3 +100,44 @@ async def test_native_routes_keep_hybridmems_error_shape(transport: httpx.ASGITr
         r = await http.post("/v1/embeddings/batch", json={"texts": []}, headers={"X-API-Key": "key-read"})
     assert r.status_code == 422
     assert r.json()["error"]["code"] == "invalid_input" and r.json()["error"]["field"] == "texts"
+
+
+async def test_langchain_openai_embeddings(
+    transport: httpx.ASGITransport, model: SentenceTransformerEmbedder
+) -> None:
+    """LangChain's ``OpenAIEmbeddings`` pointed at hybridmem. With its defaults it tokenises with tiktoken
+    (which downloads its tables, so not offline) and sends token arrays, which the server refuses naming
+    ``check_embedding_ctx_length=False`` (test above); with that setting it sends text."""
+    from langchain_openai import OpenAIEmbeddings
+
+    embeddings = OpenAIEmbeddings(
+        model="all-MiniLM-L6-v2", base_url="http://test/v1", api_key="key-read",  # type: ignore[arg-type]
+        check_embedding_ctx_length=False, max_retries=0,
+        http_async_client=httpx.AsyncClient(transport=transport, base_url="http://test"),
+    )  # fmt: skip
+    docs = await embeddings.aembed_documents(["window seat", "aisle seat"])
+    query = await embeddings.aembed_query("window seat")
+    direct = (await model.embed(["window seat", "aisle seat"])).vectors
+    assert [len(v) for v in docs] == [384, 384]
+    assert docs[0] == pytest.approx(direct[0], abs=1e-4) and docs[1] == pytest.approx(direct[1], abs=1e-4)
+    assert query == pytest.approx(direct[0], abs=1e-4)
+
+
+async def test_llamaindex_openai_embedding(
+    transport: httpx.ASGITransport, model: SentenceTransformerEmbedder
+) -> None:
+    """LlamaIndex's ``OpenAIEmbedding`` accepts only OpenAI's model names: give one (the server answers
+    with its own model, named in each response's ``model``)."""
+    from llama_index.embeddings.openai import OpenAIEmbedding
+
+    embedding = OpenAIEmbedding(
+        model="text-embedding-3-small", api_base="http://test/v1", api_key="key-read", max_retries=0,
+        async_http_client=httpx.AsyncClient(transport=transport, base_url="http://test"),
+    )  # fmt: skip
+    text = await embedding.aget_text_embedding("window seat")
+    query = await embedding.aget_query_embedding("window seat")
+    batch = await embedding.aget_text_embedding_batch(["window seat", "aisle seat"])
+    direct = (await model.embed(["window seat", "aisle seat"])).vectors
+    assert len(text) == 384 and text == pytest.approx(direct[0], abs=1e-4)
+    assert query == pytest.approx(direct[0], abs=1e-4)
+    assert [b == pytest.approx(d, abs=1e-4) for b, d in zip(batch, direct, strict=True)] == [True, True]
