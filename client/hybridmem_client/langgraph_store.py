@@ -8,6 +8,9 @@ service) and one ``lg_ns_<i>`` label per namespace level, so a namespace prefix 
 equality filter on the server. Search with a query goes through ``/v1/search`` (hybrid retrieval);
 without one it lists the agent's memories. Both are exact-filtered here afterwards.
 
+TTL is not supported: ``put(ttl=...)`` and a ``PutOp`` with a ``ttl`` in ``batch``/``abatch`` are refused
+alike (``NotImplementedError``, as LangGraph's ``BaseStore.put`` does), before anything is sent.
+
 Limits: a value's JSON must fit the service's metadata limit (16 KiB by default); search hits carry
 the item's creation time as both ``created_at`` and ``updated_at``; listing without a query and
 ``list_namespaces`` page through every item of the agent, so give each large key space its own agent.
@@ -163,11 +166,16 @@ class HybridMemStore(BaseStore):
         result: list[Result] = await self._aclient._run(self._batch(self._aclient, todo))
         return result
 
-    @staticmethod
-    def _validated(ops: Iterable[Op]) -> list[Op]:
+    def _validated(self, ops: Iterable[Op]) -> list[Op]:
         todo = list(ops)
         for op in todo:
             validate_op_namespace(op)
+            if isinstance(op, PutOp) and op.ttl is not None and not self.supports_ttl:
+                # The message and the error of BaseStore.put(ttl=...): the same refusal on every path.
+                raise NotImplementedError(
+                    f"TTL is not supported by {self.__class__.__name__}. "
+                    "Use a store implementation that supports TTL or set ttl=None."
+                )
         return todo
 
     # ---- flows (one implementation for both clients) -----------------------------------------------

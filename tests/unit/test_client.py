@@ -361,3 +361,29 @@ def test_langgraph_item_ids_are_unambiguous_and_bounded() -> None:
     assert len(ids) == 4
     long_id = item_client_id(("x" * 300,), "k")
     assert len(long_id) <= MAX_ID_CHARS and long_id != item_client_id(("x" * 301,), "k")
+
+
+async def test_langgraph_store_refuses_ttl_on_every_path() -> None:
+    """put(ttl=...) is refused by LangGraph's BaseStore; a PutOp with a ttl in batch/abatch is refused the
+    same way, before anything reaches the network (it used to be stored without its expiry)."""
+    from hybridmem_client.langgraph_store import HybridMemStore
+    from langgraph.store.base import PutOp
+
+    server = Recorder(httpx.Response(500))
+    store = HybridMemStore(
+        HybridMemClient("http://hm.test", transport=httpx.MockTransport(server)),
+        AsyncHybridMemClient("http://hm.test", transport=httpx.MockTransport(server)),
+    )
+    messages = []
+    for attempt in (
+        lambda: store.put(("ns",), "k", {"v": 1}, ttl=5),
+        lambda: store.batch([PutOp(("ns",), "k", {"v": 1}, ttl=5)]),
+    ):
+        with pytest.raises(NotImplementedError) as info:
+            attempt()
+        messages.append(str(info.value))
+    with pytest.raises(NotImplementedError) as info:
+        await store.abatch([PutOp(("ns",), "k", {"v": 1}, ttl=5.0)])
+    messages.append(str(info.value))
+    assert len(set(messages)) == 1 and "TTL is not supported by HybridMemStore" in messages[0]
+    assert server.requests == []
