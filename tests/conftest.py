@@ -19,6 +19,7 @@ import atexit
 import os
 import shutil
 import socket
+import subprocess
 import sys
 import tempfile
 import uuid
@@ -78,6 +79,16 @@ def _reachable(host: str, port: int) -> bool:
 
 
 _KEY_PREFIXES: set[str] = set()
+
+
+def stop_process(proc: subprocess.Popen[Any], *, grace_s: float = 20.0) -> None:
+    """SIGTERM a server a test started, SIGKILL it if it is still there after ``grace_s``."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def new_key_prefix(tag: str = "") -> str:

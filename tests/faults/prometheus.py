@@ -23,6 +23,8 @@ from typing import Any
 import httpx
 import yaml
 
+from tests.conftest import stop_process
+
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "ops" / "grafana" / "hybridmem.json"
 ALERTS = ROOT / "ops" / "prometheus" / "alerts.yml"
@@ -130,10 +132,5 @@ def running(workdir: Path, *, ray_metrics: str, app: str) -> Iterator[Prometheus
             time.sleep(0.25)
         yield Prometheus(url, proc)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
         log.close()

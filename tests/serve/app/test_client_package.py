@@ -20,6 +20,7 @@ import httpx
 import pytest
 from mcp import Client, StdioServerParameters
 
+from tests.conftest import stop_process
 from tests.serve.conftest import AppServer, free_port
 
 pytestmark = [pytest.mark.serve, pytest.mark.integration, pytest.mark.timeout(600)]
@@ -129,12 +130,7 @@ def mcp_http(app_server: AppServer) -> Iterator[str]:
                 time.sleep(0.25)
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
 
 
 async def test_mcp_over_streamable_http(app_server: AppServer, mcp_http: str) -> None:
