@@ -77,7 +77,10 @@ async def test_mcp_over_stdio_stores_searches_and_edits_memories(app_server: App
         found = _payload(await mcp.call_tool("search", {"query": f"{marker} tea", "k": 5}))
         assert any(memory["id"] in h["source_ids"] for h in found["hits"]), found
         context = _payload(
-            await mcp.call_tool("get_context", {"query": f"{marker} gate code", "token_budget": 256})
+            await mcp.call_tool(
+                "get_context",
+                {"query": f"{marker} gate code", "token_budget": 256, "session_id": f"s-{marker}"},
+            )
         )
         assert "4471" in context["context"] and context["tokens_used"] <= 256
 
@@ -138,7 +141,9 @@ async def test_mcp_over_streamable_http(app_server: AppServer, mcp_http: str) ->
     async with _session(mcp_http) as mcp:
         assert {t.name for t in (await mcp.list_tools()).tools} == TOOLS
         _payload(await mcp.call_tool("remember", {"content": f"The {marker} launch moved to Thursday."}))
-        context = _payload(await mcp.call_tool("get_context", {"query": f"when is the {marker} launch"}))
+        context = _payload(
+            await mcp.call_tool("get_context", {"query": f"when is the {marker} launch", "agent_id": "mcp"})
+        )
         assert f"The {marker} launch moved to Thursday." in context["context"]
 
 
