@@ -33,7 +33,9 @@ def payload(
     version: ModelVersion,
     metadata: dict[str, Any],
     role: str | None = None,
+    updated_at: datetime | None = None,
 ) -> dict[str, Any]:
+    extra = {} if updated_at is None else {"updated_ts": updated_at.timestamp()}
     return {
         "tenant_id": tenant_id,
         "record_type": record_type,
@@ -51,6 +53,7 @@ def payload(
         "model_revision": version.revision,
         "dimension": version.dimension,
         "metadata": metadata,
+        **extra,
     }
 
 
@@ -71,6 +74,7 @@ def memory_point(
             kind=record.kind,
             content=record.content,
             created_at=record.created_at,
+            updated_at=record.updated_at,
             source_ids=[str(record.id), *record.source_ids],
             version=version,
             metadata=record.metadata,

@@ -296,35 +296,60 @@ class HybridMemoryService:
                 source_ids=item.source_ids,
                 created_at=known[mid].created_at if mid in known else now,
                 updated_at=now,
+                indexed=item.index,
             )
             for mid, item in zip(ids, items, strict=True)
         ]
-        return await self._index_memories(records)
+        was_indexed = {mid for mid, m in known.items() if m.indexed}
+        return await self._index_memories(records, was_indexed=was_indexed)
 
-    async def _index_memories(self, records: list[MemoryRecord]) -> list[MemoryRecord]:
-        if self._embedder is None or self._vectors is None:
+    async def _index_memories(
+        self, records: list[MemoryRecord], *, was_indexed: set[uuid.UUID]
+    ) -> list[MemoryRecord]:
+        """Postgres first (the ack), then the indexed records embedded and upserted. A record written
+        with ``index`` false has no vector: one it had before is deleted after the commit."""
+        records = [r if r.indexed else r.model_copy(update={"model_version": None}) for r in records]
+        indexed = [r for r in records if r.indexed]
+        if self._embedder is None or self._vectors is None or not indexed:
             await self._episodic.upsert_memories(records)
+            await self._drop_vectors([r for r in records if not r.indexed and r.id in was_indexed])
             return records
-        result = await self._embedder.embed([r.content for r in records])
+        result = await self._embedder.embed([r.content for r in indexed])
         version = result.version
-        records = [r.model_copy(update={"model_version": version.key}) for r in records]
+        stamped = {r.id: r.model_copy(update={"model_version": version.key}) for r in indexed}
+        records = [stamped.get(r.id, r) for r in records]
         await self._episodic.upsert_memories(records)
+        await self._drop_vectors([r for r in records if not r.indexed and r.id in was_indexed])
         collection = await self._vectors.ensure_collection(version)
         await self._vectors.upsert(
             [
-                memory_point(r, v, version, terms=self._lexical.document(r.content))
-                for r, v in zip(records, result.vectors, strict=True)
+                memory_point(stamped[r.id], v, version, terms=self._lexical.document(r.content))
+                for r, v in zip(indexed, result.vectors, strict=True)
             ],
             collection=collection,
         )
         return records
 
+    async def _drop_vectors(self, records: list[MemoryRecord]) -> None:
+        """Delete the live collection's points of memories that stopped being indexed."""
+        if not records or self._vectors is None:
+            return
+        live = await self._vectors.live_version()
+        if live is None:
+            return
+        await self._vectors.delete_ids(
+            [deterministic_id(r.tenant_id, "memory", str(r.id), live) for r in records]
+        )
+
     async def patch_memory(self, tenant_id: str, memory_id: uuid.UUID, patch: MemoryPatch) -> MemoryRecord:
         check_memory("memory", patch, self._limits)
         current = await self.get_memory(tenant_id, memory_id)
         changes = patch.model_dump(exclude_none=True)
+        if "index" in changes:
+            changes["indexed"] = changes.pop("index")
         updated = current.model_copy(update={**changes, "updated_at": datetime.now(UTC)})
-        return (await self._index_memories([updated]))[0]
+        was_indexed = {current.id} if current.indexed else set()
+        return (await self._index_memories([updated], was_indexed=was_indexed))[0]
 
     async def get_memory(self, tenant_id: str, memory_id: uuid.UUID) -> MemoryRecord:
         rec = await self._episodic.get_memory(tenant_id=tenant_id, memory_id=memory_id)

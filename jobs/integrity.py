@@ -8,7 +8,8 @@ points (the alias), counting per record_type, and lists the drift:
   Repair: mark the episodes (for a summary, its source episodes) unconsolidated, with every duplicate
   of the same content, so the next consolidation re-embeds and re-indexes them under the same
   deterministic ids. A missing ``memory`` point (written through the API) is only reported: re-put it.
-- orphan points: a point whose record no longer exists in Postgres (deleted, archived). Repair: delete.
+- orphan points: a point whose record no longer exists in Postgres (deleted, archived), or whose memory
+  record is no longer indexed (``index`` false). Repair: delete.
 
 It talks to the semantic tier only through ``core.ports.VectorIndex`` (so it works against a Qdrant
 server, local mode, the edge store, or the engine-owning Retriever's handle): lookups filter on
@@ -168,7 +169,7 @@ class IntegrityChecker:
             timeout=self._timeout,
         )
         records = await self._pool.fetch(
-            "SELECT id, kind, model_version FROM memory_records WHERE tenant_id = $1",
+            "SELECT id, kind, model_version FROM memory_records WHERE tenant_id = $1 AND indexed",
             tenant,
             timeout=self._timeout,
         )
@@ -234,7 +235,8 @@ class IntegrityChecker:
         return out
 
     async def _orphans(self, tenant: str, points: dict[str, VectorHit]) -> list[uuid.UUID]:
-        """Points whose episode (any state) or memory record no longer exists."""
+        """Points whose episode (any state) or memory record no longer exists, or whose memory record is no
+        longer indexed (``index`` false: its point should have been deleted)."""
         wanted: dict[str, dict[str, list[str]]] = {"episode": {}, "record": {}}
         for pid, hit in points.items():
             record_type = hit.payload.get("record_type")
@@ -243,10 +245,10 @@ class IntegrityChecker:
             kind = "episode" if record_type == "episode" else "record"
             wanted[kind].setdefault(str(hit.payload.get("record_id")), []).append(pid)
         orphans: list[uuid.UUID] = []
-        for kind, table in (("episode", "episodes"), ("record", "memory_records")):
+        for kind, table, also in (("episode", "episodes", ""), ("record", "memory_records", " AND indexed")):
             ids = [rid for rid in wanted[kind] if _is_uuid(rid)]
             rows = await self._pool.fetch(
-                f"SELECT id::text AS id FROM {table} WHERE tenant_id = $1 AND id = ANY($2::uuid[])",
+                f"SELECT id::text AS id FROM {table} WHERE tenant_id = $1 AND id = ANY($2::uuid[]){also}",
                 tenant,
                 ids,
                 timeout=self._timeout,

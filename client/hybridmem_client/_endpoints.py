@@ -246,11 +246,13 @@ class ApiMethods:
         metadata: Mapping[str, Any] | None = None,
         source_ids: Sequence[str] = (),
         id: str | None = None,
+        index: bool = True,
     ) -> Flow[MemoryRecord]:
-        """Create (or, with the same ``id``, replace) a memory; durable, then embedded and indexed."""
+        """Create (or, with the same ``id``, replace) a memory; durable, then embedded and indexed
+        (``index`` False: stored and listed, never embedded or found by a search)."""
         body = _write(
             {"id": id, "agent_id": agent_id, "session_id": session_id, "kind": kind, "content": content,
-             "metadata": dict(metadata or {}), "source_ids": list(source_ids)},
+             "metadata": dict(metadata or {}), "source_ids": list(source_ids), "index": index},
             MemoryIn,
         )  # fmt: skip
         return self._call(Request("POST", "/v1/memories", json=body, idempotent=True), _parser(MemoryRecord))
@@ -281,9 +283,11 @@ class ApiMethods:
         content: str | None = None,
         kind: str | None = None,
         metadata: Mapping[str, Any] | None = None,
+        index: bool | None = None,
     ) -> Flow[MemoryRecord]:
-        """Update the given fields; a changed memory is re-embedded."""
-        patch = {"content": content, "kind": kind, "metadata": None if metadata is None else dict(metadata)}
+        """Update the given fields; a changed memory is re-embedded (``index`` turns indexing on or off)."""
+        patch = {"content": content, "kind": kind, "metadata": None if metadata is None else dict(metadata),
+                 "index": index}  # fmt: skip
         body = _body(patch, MemoryPatch)
         path = f"/v1/memories/{_seg(memory_id)}"
         return self._call(Request("PATCH", path, json=body), _parser(MemoryRecord))
@@ -303,11 +307,15 @@ class ApiMethods:
         mode: Mode = "hybrid",
         filters: SearchFilters | None = None,
         tiers: Sequence[TierName] | None = None,
+        diversify: bool = True,
     ) -> Flow[SearchResult]:
-        """Ranked hits over the three tiers, fused (``k`` None: the server's ``retrieval.default_k``)."""
+        """Ranked hits over the three tiers, fused (``k`` None: the server's ``retrieval.default_k``).
+        ``diversify`` False: plain relevance order, near-duplicate texts kept, no MMR."""
         body: dict[str, Any] = {"query": query, "mode": mode, "filters": _filters(filters)}
         if k is not None:
             body["k"] = k
+        if not diversify:
+            body["diversify"] = False
         if tiers is not None:
             body["tiers"] = list(tiers)
         return self._call(Request("POST", "/v1/search", json=body, idempotent=True), _parser(SearchResult))

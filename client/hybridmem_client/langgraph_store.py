@@ -5,14 +5,31 @@ Each item is a semantic memory of the store's ``agent_id`` and kind ``lg_item``.
 with :func:`hybridmem_client.ids.deterministic_id` from the tenant and that id). The memory's metadata holds
 ``lg_namespace``, ``lg_key``, the value as JSON text (``lg_value``; metadata is size-limited by the
 service) and one ``lg_ns_<i>`` label per namespace level, so a namespace prefix is a metadata
-equality filter on the server. Search with a query goes through ``/v1/search`` (hybrid retrieval);
-without one it lists the agent's memories. Both are exact-filtered here afterwards.
+equality filter on the server.
+
+Semantics follow LangGraph's own stores (tests/serve/app/test_langgraph_fidelity.py runs the same
+operations against ``InMemoryStore``; where that and LangGraph's Postgres store disagree, this store
+follows the Postgres store):
+
+- Indexing: ``index=False``, or ``index=[paths]`` (or the store's ``index_fields``) that find no text in
+  the value, stores the item unindexed (``MemoryIn.index`` false): never embedded, never found by a
+  query search, still read by ``get`` and listed by a search without a query. Otherwise only the text at
+  those paths is embedded (the whole value as JSON by default).
+- A query search ranks the matching items by the service's hybrid score (dense + BM25, fused), with the
+  service's near-duplicate removal and MMR off, so distinct keys are never merged. The best 200 are
+  ranked; when a page reaches past them, the remaining matching indexed items follow, most recently
+  updated first, without a score. Pages are slices of that one ordering, so they tile it.
+- A search without a query lists the matching items most recently updated first (the Postgres store's
+  order; ties by namespace and key).
+- In a batch every read sees the state before the batch's writes, and of several writes to one key the
+  last wins (both LangGraph stores do this).
+- Hits carry the item's own ``created_at`` and ``updated_at``; an update keeps ``created_at``.
 
 TTL is not supported: ``put(ttl=...)`` and a ``PutOp`` with a ``ttl`` in ``batch``/``abatch`` are refused
 alike (``NotImplementedError``, as LangGraph's ``BaseStore.put`` does), before anything is sent.
 
-Limits: a value's JSON must fit the service's metadata limit (16 KiB by default); search hits carry
-the item's creation time as both ``created_at`` and ``updated_at``; listing without a query and
+Limits: a value's JSON must fit the service's metadata limit (16 KiB by default); searches that need the
+full set (no query, a page past the best 200, a value filter that few of them pass) and
 ``list_namespaces`` page through every item of the agent, so give each large key space its own agent.
 
 Batches run as one flow per call, on the blocking client (``batch``) or the async one (``abatch``).
@@ -54,6 +71,7 @@ MAX_ID_CHARS = 256
 MAX_CONTENT_CHARS = 8_000  # what is embedded and searched; the full value lives in metadata
 PAGE = 500  # list page size (the API's maximum)
 PUT_CHUNK = 500  # memories per batch upsert
+RANKED = 200  # hits a query search asks the service for (its maximum k)
 Api = HybridMemClient | AsyncHybridMemClient
 
 
@@ -181,20 +199,12 @@ class HybridMemStore(BaseStore):
     # ---- flows (one implementation for both clients) -----------------------------------------------
 
     def _batch(self, api: Api, ops: list[Op]) -> Flow[list[Result]]:
+        """Reads in order against the state before the batch, then the writes (the last one per key)."""
         results: list[Result] = []
-        i = 0
-        while i < len(ops):
-            op = ops[i]
-            if isinstance(op, PutOp) and op.value is not None:
-                j = i
-                while j < len(ops) and isinstance(ops[j], PutOp) and ops[j].value is not None:  # type: ignore[union-attr]
-                    j += 1
-                yield from self._put_many(api, ops[i:j])  # type: ignore[arg-type]
-                results.extend([None] * (j - i))
-                i = j
-                continue
+        writes: dict[tuple[tuple[str, ...], str], PutOp] = {}
+        for op in ops:
             if isinstance(op, PutOp):
-                yield from self._delete(api, op)
+                writes[(tuple(op.namespace), op.key)] = op
                 results.append(None)
             elif isinstance(op, GetOp):
                 results.append((yield from self._get(api, op)))
@@ -204,7 +214,12 @@ class HybridMemStore(BaseStore):
                 results.append((yield from self._list_namespaces(api, op)))
             else:
                 raise ValueError(f"unknown store operation: {type(op).__name__}")
-            i += 1
+        puts = [op for op in writes.values() if op.value is not None]
+        for start in range(0, len(puts), PUT_CHUNK):
+            yield from api.create_memories.flow([self._memory_in(p) for p in puts[start : start + PUT_CHUNK]])
+        for op in writes.values():
+            if op.value is None:
+                yield from self._delete(api, op)
         return results
 
     def _memory_id(self, api: Api, namespace: tuple[str, ...], key: str) -> Flow[str]:
@@ -212,17 +227,21 @@ class HybridMemStore(BaseStore):
             self._tenant = (yield from api.whoami.flow()).tenant_id
         return str(deterministic_id(self._tenant, "memory", item_client_id(namespace, key)))
 
-    def _content(self, op: PutOp) -> str:
+    def _content(self, op: PutOp) -> tuple[str, bool]:
+        """The text to embed and whether the item is indexed: not for ``index=False``, nor when the
+        index paths find no text in the value (LangGraph's stores embed nothing for it then)."""
         value = op.value or {}
+        whole = json.dumps(value, ensure_ascii=False, default=str)[:MAX_CONTENT_CHARS] or "{}"
         fields = op.index if isinstance(op.index, list) else self._index_fields
-        if op.index is False or not fields:
-            text = json.dumps(value, ensure_ascii=False, default=str)
-        else:
-            parts: list[str] = []
-            for path in fields:
-                parts.extend(str(t) for t in get_text_at_path(value, tokenize_path(path)) if t)
-            text = " ".join(parts) or json.dumps(value, ensure_ascii=False, default=str)
-        return text[:MAX_CONTENT_CHARS]
+        if op.index is False:
+            return whole, False
+        if not fields or fields == ["$"]:
+            return whole, True
+        parts: list[str] = []
+        for path in fields:
+            parts.extend(str(t) for t in get_text_at_path(value, tokenize_path(path)) if t)
+        text = " ".join(parts)[:MAX_CONTENT_CHARS]
+        return (text, True) if text.strip() else (whole, False)
 
     def _memory_in(self, op: PutOp) -> MemoryIn:
         ns = tuple(op.namespace)
@@ -231,19 +250,15 @@ class HybridMemStore(BaseStore):
             "lg_value": json.dumps(op.value, ensure_ascii=False, default=str),
             **{f"lg_ns_{level}": label for level, label in enumerate(ns)},
         }  # fmt: skip
+        content, indexed = self._content(op)
         return MemoryIn(
             id=item_client_id(ns, op.key),
             agent_id=self._agent_id,
             kind=ITEM_KIND,
-            content=self._content(op),
+            content=content,
             metadata=metadata,
+            index=indexed,
         )
-
-    def _put_many(self, api: Api, puts: list[PutOp]) -> Flow[None]:
-        latest = {(tuple(p.namespace), p.key): p for p in puts}  # last write wins within a batch
-        items = [self._memory_in(p) for p in latest.values()]
-        for start in range(0, len(items), PUT_CHUNK):
-            yield from api.create_memories.flow(items[start : start + PUT_CHUNK])
 
     def _delete(self, api: Api, op: PutOp) -> Flow[None]:
         memory_id = yield from self._memory_id(api, tuple(op.namespace), op.key)
@@ -275,15 +290,24 @@ class HybridMemStore(BaseStore):
             updated_at=record.updated_at,
         )
 
-    def _all_items(self, api: Api) -> Flow[list[Item]]:
-        items: list[Item] = []
+    def _all_items(self, api: Api) -> Flow[list[tuple[Item, bool]]]:
+        """Every item of the agent, with whether it is indexed."""
+        items: list[tuple[Item, bool]] = []
         cursor: str | None = None
         while True:
             page = yield from api.list_memories.flow(agent_id=self._agent_id, cursor=cursor, limit=PAGE)
-            items.extend(it for it in (self._item(r) for r in page.items) if it is not None)
+            for record in page.items:
+                item = self._item(record)
+                if item is not None:
+                    items.append((item, record.indexed))
             if not page.next_cursor:
                 return items
             cursor = page.next_cursor
+
+    @staticmethod
+    def _newest_first(items: list[Item]) -> list[Item]:
+        ordered = sorted(items, key=lambda it: (it.namespace, it.key))
+        return sorted(ordered, key=lambda it: it.updated_at, reverse=True)  # stable: ties by ns, key
 
     @staticmethod
     def _keep(item: Item, op: SearchOp) -> bool:
@@ -293,38 +317,59 @@ class HybridMemStore(BaseStore):
         return all(_compare(item.value.get(k), v) for k, v in (op.filter or {}).items())
 
     def _search(self, api: Api, op: SearchOp) -> Flow[list[SearchItem]]:
+        page = slice(max(op.offset, 0), max(op.offset, 0) + max(op.limit, 0))
         if not op.query:
-            items = [it for it in (yield from self._all_items(api)) if self._keep(it, op)]
-            items.sort(key=lambda it: it.updated_at, reverse=True)
+            items = [it for it, _ in (yield from self._all_items(api)) if self._keep(it, op)]
             return [
                 SearchItem(it.namespace, it.key, it.value, it.created_at, it.updated_at)
-                for it in items[op.offset : op.offset + op.limit]
+                for it in self._newest_first(items)[page]
             ]
-        wanted = op.offset + op.limit
-        k = min(200, wanted * (4 if op.filter else 1))
         labels = {f"lg_ns_{level}": label for level, label in enumerate(op.namespace_prefix)}
         filters: dict[str, Any] = {"agent_id": self._agent_id, "kind": ITEM_KIND}
         if labels:
             filters["metadata"] = labels
-        found = yield from api.search.flow(op.query, k=k, filters=filters)  # type: ignore[arg-type]
-        out: list[SearchItem] = []
+        found = yield from api.search.flow(op.query, k=RANKED, filters=filters, diversify=False)  # type: ignore[arg-type]
+        ranked: list[SearchItem] = []
         seen: set[tuple[tuple[str, ...], str]] = set()
         for hit in found.hits:
             meta = hit.metadata
-            if "lg_value" not in meta or "lg_namespace" not in meta:
+            if hit.kind != ITEM_KIND or "lg_value" not in meta or "lg_namespace" not in meta:
                 continue
             namespace = tuple(str(x) for x in meta["lg_namespace"])
             key = str(meta["lg_key"])
-            when = hit.created_at or datetime.fromtimestamp(0).astimezone()
-            item = SearchItem(namespace, key, json.loads(meta["lg_value"]), when, when, score=hit.score)
-            if (namespace, key) in seen or not self._keep(item, op):
+            created = hit.created_at or datetime.fromtimestamp(0).astimezone()
+            item = SearchItem(
+                namespace,
+                key,
+                json.loads(meta["lg_value"]),
+                created,
+                hit.updated_at or created,
+                score=hit.score,
+            )
+            if (namespace, key) in seen:
                 continue
             seen.add((namespace, key))
-            out.append(item)
-        return out[op.offset : op.offset + op.limit]
+            if self._keep(item, op):
+                ranked.append(item)
+        # Fewer hits than asked for means every indexed item under the prefix was ranked (unless a tier
+        # could not answer): the ordering is complete. Otherwise, a page past the ranked ones goes on
+        # with the rest of the matching indexed items, newest first, unscored.
+        complete = len(found.hits) < RANKED and not found.degraded
+        if complete or len(ranked) >= page.stop:
+            return ranked[page]
+        rest = [
+            it
+            for it, indexed in (yield from self._all_items(api))
+            if indexed and (it.namespace, it.key) not in seen and self._keep(it, op)
+        ]
+        tail = [
+            SearchItem(it.namespace, it.key, it.value, it.created_at, it.updated_at)
+            for it in self._newest_first(rest)
+        ]
+        return (ranked + tail)[page]
 
     def _list_namespaces(self, api: Api, op: ListNamespacesOp) -> Flow[list[tuple[str, ...]]]:
-        namespaces = {it.namespace for it in (yield from self._all_items(api))}
+        namespaces = {it.namespace for it, _ in (yield from self._all_items(api))}
         if op.match_conditions:
             namespaces = {ns for ns in namespaces if all(_matches(c, ns) for c in op.match_conditions)}
         if op.max_depth is not None:

@@ -98,6 +98,7 @@ class MemoryRecord(Frozen):
     model_version: str | None = None
     created_at: datetime
     updated_at: datetime
+    indexed: bool = Field(True, description="False: stored and listed, never embedded or searched")
 
 
 class ScoredSnippet(Frozen):
@@ -112,6 +113,7 @@ class ScoredSnippet(Frozen):
     agent_id: str | None = None
     session_id: str | None = None
     created_at: datetime | None = None
+    updated_at: datetime | None = Field(None, description="A memory's last update (None for other hits)")
     token_count: int | None = None
     truncated: bool = False
     metadata: JsonDict = Field(default_factory=dict)
@@ -178,9 +180,14 @@ class MemoryIn(_In):
     content: str = Field(min_length=1)
     metadata: dict[str, Any] = Field(default_factory=dict)
     source_ids: list[str] = Field(default_factory=list, max_length=256)
+    index: bool = Field(
+        True,
+        description="False: the memory is stored, read and listed, but never embedded, so no search finds it",
+    )
 
 
 class MemoryPatch(_In):
     content: str | None = Field(None, min_length=1)
     kind: str | None = Field(None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")
     metadata: dict[str, Any] | None = None
+    index: bool | None = Field(None, description="Turn indexing on or off (see MemoryIn.index)")

@@ -32,6 +32,7 @@ class Candidate:
     session_id: str | None = None
     created_at: datetime | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    updated_at: datetime | None = None  # memories only
 
     @property
     def created_ts(self) -> float | None:
@@ -52,13 +53,14 @@ class Candidate:
             scores=scores, source_ids=first.source_ids or second.source_ids, kind=first.kind or second.kind,
             agent_id=first.agent_id or second.agent_id, session_id=first.session_id or second.session_id,
             created_at=first.created_at or second.created_at, metadata={**second.metadata, **first.metadata},
+            updated_at=first.updated_at or second.updated_at,
         )  # fmt: skip
 
     def to_snippet(self, fused: float) -> ScoredSnippet:
         return ScoredSnippet(
             tier=self.tier, content=self.content, score=fused, scores={**self.scores, "fused": fused},
             source_ids=self.source_ids, kind=self.kind, agent_id=self.agent_id, session_id=self.session_id,
-            created_at=self.created_at, metadata=self.metadata,
+            created_at=self.created_at, updated_at=self.updated_at, metadata=self.metadata,
         )  # fmt: skip
 
 
@@ -78,7 +80,13 @@ def from_memory(record: MemoryRecord, *, raw_score: float, rank: int) -> Candida
         scores={Tier.EPISODIC.value: raw_score}, source_ids=[str(record.id), *record.source_ids],
         kind=record.kind, agent_id=record.agent_id, session_id=record.session_id,
         created_at=record.created_at, metadata=dict(record.metadata) | {"record_type": "memory"},
+        updated_at=record.updated_at,
     )  # fmt: skip
+
+
+def _updated(payload: dict[str, Any]) -> datetime | None:
+    ts = payload.get("updated_ts")
+    return datetime.fromtimestamp(float(ts), tz=UTC) if isinstance(ts, int | float) else None
 
 
 def _created(payload: dict[str, Any]) -> datetime | None:
@@ -115,5 +123,5 @@ def from_vector_hit(hit: VectorHit, *, rank: int, tier: Tier = Tier.SEMANTIC) ->
         key=key, tier=tier, content=str(payload.get("content", "")), raw_score=hit.score, rank=rank,
         scores={tier.value: hit.score}, source_ids=source_ids, kind=payload.get("kind"),
         agent_id=payload.get("agent_id"), session_id=payload.get("session_id"), created_at=_created(payload),
-        metadata=metadata,
+        metadata=metadata, updated_at=_updated(payload),
     )  # fmt: skip

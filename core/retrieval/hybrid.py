@@ -119,7 +119,10 @@ class HybridRetriever:
                 )
             )
         degraded = [o.name for o in outcomes if o.failed or o.partial]
-        ranked = fuse_and_diversify([o for o in outcomes if not o.failed], settings=self._settings, k=k)
+        diversify = not isinstance(query, SearchQuery) or query.diversify
+        ranked = fuse_and_diversify(
+            [o for o in outcomes if not o.failed], settings=self._settings, k=k, diversify=diversify
+        )
         top, spread = score_stats([s.score for s in ranked])
         semantic = next((o for o in outcomes if o.name == Tier.SEMANTIC.value and not o.failed), None)
         version = self._engine[1] if semantic is not None and self._engine is not None else None

@@ -140,7 +140,8 @@ def _check(text: str, mode: str) -> None:
 @dataclass(frozen=True, slots=True)
 class SearchQuery:
     """The ``k`` best snippets for ``text`` among the tenant's memories (``k`` None: ``default_k``);
-    ``depth``: candidates each tier offers (None: ``candidate_k``, at least ``k``)."""
+    ``depth``: candidates each tier offers (None: ``candidate_k``, at least ``k``); ``diversify`` False:
+    plain fused relevance order, near-duplicates kept, no MMR."""
 
     tenant_id: str
     text: str
@@ -149,6 +150,7 @@ class SearchQuery:
     filters: Filters = NO_FILTERS
     tiers: tuple[str, ...] | None = None
     depth: int | None = None
+    diversify: bool = True
 
     def __post_init__(self) -> None:
         _check(self.text, self.mode)

@@ -27,10 +27,11 @@ class TierOutcome:
 
 
 def fuse_and_diversify(
-    outcomes: Sequence[TierOutcome], *, settings: RetrievalSettings, k: int
+    outcomes: Sequence[TierOutcome], *, settings: RetrievalSettings, k: int, diversify: bool = True
 ) -> list[ScoredSnippet]:
     """One ranked list from the tiers' candidates: fused, recency-weighted, near-duplicates dropped, the head
-    diversified by MMR; the best ``k``."""
+    diversified by MMR; the best ``k``. ``diversify`` False keeps the fused order and every candidate (a
+    key-value caller's distinct items may hold equal texts)."""
     cfg = settings
     merged: dict[str, Candidate] = {}
     for outcome in outcomes:
@@ -65,6 +66,8 @@ def fuse_and_diversify(
             weight=cfg.recency_weight,
         )
     order = [key for key in rank_keys(fused) if key in merged]
+    if not diversify:
+        return [merged[key].to_snippet(fused[key]) for key in order[:k]]
     texts = [merged[key].content for key in order]
     similarity = text_similarity(texts)
     # MMR diversifies the head of the list (the part a context budget usually holds); the tail

@@ -28,7 +28,7 @@ _EPISODE_COLS = (
 )
 _MEMORY_COLS = (
     "id, tenant_id, agent_id, session_id, kind, content, metadata, source_ids, model_version, "
-    "created_at, updated_at"
+    "created_at, updated_at, indexed"
 )
 _INSERT_EPISODES = f"""
 INSERT INTO episodes ({_EPISODE_COLS}, transcript_id)
@@ -45,16 +45,16 @@ _UPSERT_MEMORIES = f"""
 INSERT INTO memory_records ({_MEMORY_COLS}, content_hash)
 SELECT u.id, u.tenant_id, u.agent_id, u.session_id, u.kind, u.content, u.metadata::jsonb,
        ARRAY(SELECT jsonb_array_elements_text(u.source_ids::jsonb)), u.model_version,
-       u.created_at, u.updated_at, u.content_hash
+       u.created_at, u.updated_at, u.indexed, u.content_hash
 FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
-            $8::text[], $9::text[], $10::timestamptz[], $11::timestamptz[], $12::text[])
+            $8::text[], $9::text[], $10::timestamptz[], $11::timestamptz[], $12::bool[], $13::text[])
      AS u(id, tenant_id, agent_id, session_id, kind, content, metadata, source_ids, model_version,
-          created_at, updated_at, content_hash)
+          created_at, updated_at, indexed, content_hash)
 ON CONFLICT (id) DO UPDATE SET
     agent_id = EXCLUDED.agent_id, session_id = EXCLUDED.session_id, kind = EXCLUDED.kind,
     content = EXCLUDED.content, metadata = EXCLUDED.metadata, source_ids = EXCLUDED.source_ids,
     model_version = EXCLUDED.model_version, content_hash = EXCLUDED.content_hash,
-    updated_at = EXCLUDED.updated_at
+    updated_at = EXCLUDED.updated_at, indexed = EXCLUDED.indexed
 WHERE memory_records.tenant_id = EXCLUDED.tenant_id
 """
 # "any": OR of the query's lexemes (recall for natural-language questions); "all": websearch syntax.
@@ -90,7 +90,7 @@ def _memory(row: asyncpg.Record) -> MemoryRecord:
         id=row["id"], tenant_id=row["tenant_id"], agent_id=row["agent_id"], session_id=row["session_id"],
         kind=row["kind"], content=row["content"], metadata=_json(row["metadata"]),
         source_ids=list(row["source_ids"]), model_version=row["model_version"],
-        created_at=row["created_at"], updated_at=row["updated_at"],
+        created_at=row["created_at"], updated_at=row["updated_at"], indexed=row.get("indexed", True),
     )  # fmt: skip
 
 
@@ -101,7 +101,8 @@ def search_filters(
 
     ``kind`` is one value or any of several; ``created_after`` is inclusive, ``created_before`` exclusive;
     ``metadata`` is jsonb containment; ``unconsolidated`` (episodes only) keeps the episodes consolidation
-    has not reached yet. ``alias`` prefixes the columns (``"e."`` in a joined query).
+    has not reached yet; a memory search never sees unindexed memories. ``alias`` prefixes the columns
+    (``"e."`` in a joined query).
     """
     clauses: list[str] = []
     filters = filters or {}
@@ -125,6 +126,8 @@ def search_filters(
     if meta:
         args.append(json.dumps(meta))
         clauses.append(f"{col}metadata @> ${len(args)}::text::jsonb")
+    if memories:
+        clauses.append(f"{col}indexed")  # an unindexed memory (MemoryIn.index false) is never searched
     if memories and filters.get("model_version") is not None:
         args.append(filters["model_version"])
         clauses.append(f"{col}model_version = ${len(args)}")
@@ -325,11 +328,11 @@ class PostgresEpisodeStore:
         latest = {rec.id: rec for rec in records}
         if not latest:
             return
-        cols: list[list[Any]] = [[] for _ in range(12)]
+        cols: list[list[Any]] = [[] for _ in range(13)]
         for m in latest.values():
             values = (
                 m.id, m.tenant_id, m.agent_id, m.session_id, m.kind, m.content, json.dumps(m.metadata),
-                json.dumps(m.source_ids), m.model_version, m.created_at, m.updated_at,
+                json.dumps(m.source_ids), m.model_version, m.created_at, m.updated_at, m.indexed,
                 content_hash(m.content),
             )  # fmt: skip
             for col, value in zip(cols, values, strict=True):

@@ -67,9 +67,14 @@ class _ReadRequest(BaseModel):
 
 class SearchRequest(_ReadRequest):
     k: int | None = Field(None, ge=1, le=200, description="Hits to return (default: retrieval.default_k, 10)")
+    diversify: bool = Field(
+        True,
+        description="False: hits in fused relevance order, near-duplicate texts kept and no MMR (for "
+        "key-value callers, whose distinct items may hold equal texts)",
+    )
 
     def to_query(self, tenant_id: str) -> SearchQuery:
-        return SearchQuery(k=self.k, **self._shared(tenant_id))
+        return SearchQuery(k=self.k, diversify=self.diversify, **self._shared(tenant_id))
 
 
 class SearchResponse(BaseModel):

@@ -127,6 +127,49 @@ def test_index_fields_choose_what_is_searched(store: HybridMemStore) -> None:
     assert [h.key for h in hits] == ["r1"]
 
 
+def test_unindexed_items_are_stored_but_never_found_by_a_query(store: HybridMemStore) -> None:
+    ns = ("kv",)
+    store.put(ns, "secret", {"text": "The boathouse key is under the third step."}, index=False)
+    store.put(ns, "no-path", {"title": "Boathouse key location"}, index=["text"])  # no text at "text"
+    store.put(ns, "shown", {"text": "The boathouse roof leaks when it rains."})
+    assert store.get(ns, "secret").value["text"].startswith("The boathouse key")  # type: ignore[union-attr]
+    assert {it.key for it in store.search(ns, limit=10)} == {"secret", "no-path", "shown"}
+    hits = store.search(ns, query="where is the boathouse key", limit=10)
+    assert [h.key for h in hits] == ["shown"]  # the Postgres store's answer (InMemoryStore pads)
+    store.put(ns, "shown", {"text": "The boathouse roof leaks when it rains."}, index=False)
+    assert store.search(ns, query="boathouse roof", limit=10) == []  # re-put unindexed: its vector is gone
+
+
+def test_distinct_keys_with_equal_values_are_all_found(store: HybridMemStore) -> None:
+    ns = ("dupes",)
+    for key in ("a", "b", "c"):
+        store.put(ns, key, {"text": "Remember to water the orchids on Sunday."})
+    hits = store.search(ns, query="water the orchids", limit=10)
+    assert sorted(h.key for h in hits) == ["a", "b", "c"]
+    items = {k: store.get(ns, k) for k in ("a", "b", "c")}
+    for h in hits:  # each hit carries its own item's timestamps
+        assert (h.created_at, h.updated_at) == (items[h.key].created_at, items[h.key].updated_at)  # type: ignore[union-attr]
+
+
+def test_query_pages_tile_the_matches_past_the_ranked_head(store: HybridMemStore) -> None:
+    """250 items: more than the 200 the service ranks, so the last pages come from the unranked rest."""
+    ns = ("tiles",)
+    store.batch(
+        [
+            PutOp(ns, f"k{i:03}", {"text": f"Trip note {i}: pack the tent and the stove.", "n": i})
+            for i in range(250)
+        ]
+    )
+    pages = [store.search(ns, query="camping gear tent", limit=40, offset=o) for o in range(0, 280, 40)]
+    assert [len(p) for p in pages] == [40, 40, 40, 40, 40, 40, 10]
+    keys = [h.key for p in pages for h in p]
+    assert len(keys) == len(set(keys)) == 250
+    assert all(h.score is not None for h in pages[0])
+    # A selective filter: its few matches fill the page even when they rank low.
+    few = store.search(ns, query="camping gear tent", filter={"n": {"$gte": 247}}, limit=10)
+    assert sorted(h.key for h in few) == ["k247", "k248", "k249"]
+
+
 def test_list_namespaces_prefix_suffix_depth(store: HybridMemStore) -> None:
     for ns in [("a", "b", "c"), ("a", "b", "d"), ("a", "e", "v1"), ("x", "y", "v1"), ("x",)]:
         store.put(ns, "k", {"ok": True})
@@ -145,8 +188,10 @@ def test_list_namespaces_prefix_suffix_depth(store: HybridMemStore) -> None:
     assert store.list_namespaces(limit=2, offset=1) == [("a", "b", "d"), ("a", "e", "v1")]
 
 
-def test_batch_keeps_operation_order(store: HybridMemStore) -> None:
+def test_batch_reads_see_the_state_before_its_writes(store: HybridMemStore) -> None:
+    """As in LangGraph's InMemoryStore and Postgres store: reads first, then the last write per key."""
     ns = ("batch",)
+    store.put(ns, "one", {"n": 0})
     results = store.batch(
         [
             PutOp(ns, "one", {"n": 1}),
@@ -158,11 +203,12 @@ def test_batch_keeps_operation_order(store: HybridMemStore) -> None:
             ListNamespacesOp(match_conditions=(MatchCondition("prefix", ns),)),
         ]
     )
-    assert results[0] is None and results[1] is None
-    assert results[2].value == {"n": 1}  # type: ignore[union-attr]
-    assert results[3] is None and results[4] is None
-    assert [it.key for it in results[5]] == ["two"]  # type: ignore[union-attr]
+    assert results[0] is None and results[1] is None and results[3] is None
+    assert results[2].value == {"n": 0} and results[4].value == {"n": 0}  # type: ignore[union-attr]
+    assert [(it.key, it.value) for it in results[5]] == [("one", {"n": 0})]  # type: ignore[union-attr]
     assert results[6] == [ns]
+    assert store.get(ns, "one") is None  # the batch's last write to "one" deletes it
+    assert store.get(ns, "two").value == {"n": 2}  # type: ignore[union-attr]
 
 
 def test_tenants_never_share_items(store: HybridMemStore, app_server: AppServer) -> None:
