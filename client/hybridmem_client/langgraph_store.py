@@ -95,37 +95,72 @@ def _matches(condition: MatchCondition, namespace: tuple[str, ...]) -> bool:
     return all(want == "*" or have == want for have, want in pairs)
 
 
-def _compare(value: Any, wanted: Any) -> bool:
-    """LangGraph's filter semantics: equality, nested objects, and $eq/$ne/$gt/$gte/$lt/$lte."""
+_MISSING = object()
+
+
+def _json_form(value: Any) -> Any:
+    """A form whose equality is JSON equality: typed (``true`` is not ``1``), numbers by value (1 = 1.0)."""
+    if isinstance(value, bool):
+        return ("bool", value)
+    if isinstance(value, int | float):
+        return ("number", value)
+    if isinstance(value, list | tuple):
+        return ("array", tuple(_json_form(v) for v in value))
+    if isinstance(value, dict):
+        return ("object", frozenset((k, _json_form(v)) for k, v in value.items()))
+    return (type(value).__name__, value)
+
+
+def _json_equal(a: Any, b: Any) -> bool:
+    return bool(_json_form(a) == _json_form(b))
+
+
+def _filter_matches(value: dict[str, Any], filters: dict[str, Any]) -> bool:
+    """LangGraph's Postgres store's filter: one condition per top-level key, all must hold; a missing key
+    matches no condition (SQL NULL: not ``$ne`` either, nor ``None``); equality is JSON equality;
+    ``$eq``/``$ne``/``$gt``/``$gte``/``$lt``/``$lte``. Beyond it: a plain dict matches a nested subset (as
+    InMemoryStore does; the Postgres store refuses it), and order operators compare numbers as numbers."""
+    return all(_matches_value(value.get(k, _MISSING), wanted) for k, wanted in filters.items())
+
+
+def _matches_value(have: Any, wanted: Any) -> bool:
+    if have is _MISSING:
+        return False
+    if isinstance(wanted, dict) and any(k.startswith("$") for k in wanted):
+        return all(_operator(have, op, arg) for op, arg in wanted.items())
     if isinstance(wanted, dict):
-        if any(k.startswith("$") for k in wanted):
-            return all(_operator(value, op, arg) for op, arg in wanted.items())
-        return isinstance(value, dict) and all(_compare(value.get(k), v) for k, v in wanted.items())
-    if isinstance(wanted, list | tuple):
-        return (
-            isinstance(value, list | tuple)
-            and len(value) == len(wanted)
-            and all(_compare(a, b) for a, b in zip(value, wanted, strict=False))
+        return isinstance(have, dict) and all(
+            _matches_value(have.get(k, _MISSING), v) for k, v in wanted.items()
         )
-    return bool(value == wanted)
+    return _json_equal(have, wanted)
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        return None
 
 
 def _operator(value: Any, op: str, arg: Any) -> bool:
     if op == "$eq":
-        return bool(value == arg)
+        return _json_equal(value, arg)
     if op == "$ne":
-        return bool(value != arg)
-    if value is None:
+        return not _json_equal(value, arg)
+    if op not in ("$gt", "$gte", "$lt", "$lte"):
+        raise ValueError(f"unsupported filter operator: {op}")
+    have, bound = _number(value), _number(arg)
+    if have is None or bound is None:
         return False
     if op == "$gt":
-        return float(value) > float(arg)
+        return have > bound
     if op == "$gte":
-        return float(value) >= float(arg)
+        return have >= bound
     if op == "$lt":
-        return float(value) < float(arg)
-    if op == "$lte":
-        return float(value) <= float(arg)
-    raise ValueError(f"unsupported filter operator: {op}")
+        return have < bound
+    return have <= bound
 
 
 class HybridMemStore(BaseStore):
@@ -314,7 +349,7 @@ class HybridMemStore(BaseStore):
         prefix = tuple(op.namespace_prefix)
         if item.namespace[: len(prefix)] != prefix:
             return False
-        return all(_compare(item.value.get(k), v) for k, v in (op.filter or {}).items())
+        return _filter_matches(item.value, dict(op.filter or {}))
 
     def _search(self, api: Api, op: SearchOp) -> Flow[list[SearchItem]]:
         page = slice(max(op.offset, 0), max(op.offset, 0) + max(op.limit, 0))
