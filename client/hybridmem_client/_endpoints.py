@@ -332,11 +332,13 @@ class ApiMethods:
         candidates: int | None = None,
         mode: Mode = "hybrid",
         tiers: Sequence[TierName] | None = None,
+        dedupe: bool = True,
     ) -> Flow[ContextResult]:
         """The best context for ``query`` that fits ``token_budget``, with each snippet's sources.
 
         ``token_budget`` and ``candidates`` None: the server's ``retrieval.default_token_budget`` and
-        ``retrieval.context_candidates``."""
+        ``retrieval.context_candidates``. ``dedupe`` False packs repeats too (sentences already packed, a
+        summary beside its turns)."""
         body: dict[str, Any] = {
             "query": query, "filters": _filters(filters), "chronological": chronological, "mode": mode,
         }  # fmt: skip
@@ -348,6 +350,8 @@ class ApiMethods:
             body["tiers"] = list(tiers)
         if tier_quotas is not None:
             body["tier_quotas"] = dict(tier_quotas)
+        if not dedupe:
+            body["dedupe"] = False
         return self._call(Request("POST", "/v1/context", json=body, idempotent=True), _parser(ContextResult))
 
     @endpoint

@@ -48,6 +48,7 @@ from core.points import (
 )
 from core.ports import EpisodicStore, VectorIndex
 from core.retrieval.bm25_sparse import Bm25Sparse
+from core.retrieval.repeats import sentence_keys
 from core.settings import ConsolidationSettings
 
 log = logging.getLogger(__name__)
@@ -333,6 +334,11 @@ class _PartitionRun:
             )
             if not text:
                 continue
+            # Whether the summary copies its turns' sentences (the extractive summariser) or paraphrases
+            # them (an LLM's): context packing weighs a paraphrase against its turns by source ids.
+            said = set().union(*(sentence_keys(t.content) for t in distinct))
+            own = sentence_keys(text)
+            shared = len(own & said)
             out.append(
                 MemoryRecord(
                     id=summary_id(tenant_id, session_id, start),
@@ -345,6 +351,7 @@ class _PartitionRun:
                         "window_start": start.isoformat(),
                         "window_end": end.isoformat(),
                         "turns": len(turns),
+                        "extractive": shared > 0 and shared >= len(own) - 1,  # the last may be cut
                     },
                     source_ids=[str(t.id) for t in turns],
                     model_version=self.version.key,

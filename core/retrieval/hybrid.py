@@ -141,7 +141,7 @@ class HybridRetriever:
         found = await self._search(query, k=candidates, depth=candidates)
         packed = await asyncio.to_thread(
             pack_context, found.snippets, token_budget=budget, counter=self._counter,
-            tier_quotas=quotas, chronological=query.chronological,
+            tier_quotas=quotas, chronological=query.chronological, query=query.text, dedupe=query.dedupe,
         )  # fmt: skip
         return ContextResult(
             snippets=packed.snippets,

@@ -3,6 +3,14 @@
 Guarantees: the rendered context counts at most ``token_budget`` tokens with the configured tokenizer
 (checked on the final string, not just summed), and a snippet whose content was cut carries
 ``truncated=True`` and ends with an ellipsis in the rendered text.
+
+No repetition (``dedupe``, on by default): a sentence already packed is not packed again (see
+core.retrieval.repeats; a snippet that loses sentences says how many in ``metadata["repeats_dropped"]``,
+one that would be left empty is skipped), so a session summary and the turns it was built from are
+never both packed in full. A summary that paraphrases (an LLM's; consolidation marks each summary's
+``metadata["extractive"]``) shares no sentence with its turns; then the source ids decide: a turn a
+packed summary was built from, or a summary of turns already packed, is packed only when it adds query
+words the packed text lacks.
 """
 
 from __future__ import annotations
@@ -12,6 +20,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from core.models import ScoredSnippet
+from core.retrieval.quality import content_words
+from core.retrieval.repeats import sentence_keys, without_repeats
 from core.retrieval.tokens import TokenCounter
 
 SEPARATOR = "\n"
@@ -48,6 +58,55 @@ def _chronological_key(item: tuple[int, ScoredSnippet]) -> tuple[int, datetime, 
 _COUNT_BLOCK = 16
 
 
+def _is_summary(snippet: ScoredSnippet) -> bool:
+    return snippet.metadata.get("record_type") == "summary" or snippet.kind == "summary"
+
+
+def _paraphrase(snippet: ScoredSnippet) -> bool:
+    """A summary that consolidation marked as not copying its turns' sentences (an LLM's). An extractive
+    summary copies a few of its window's sentences: the sentence rule covers it, and its source ids
+    (every turn of the window) do not say which turns it holds."""
+    return _is_summary(snippet) and snippet.metadata.get("extractive") is False
+
+
+class _Repeats:
+    """What the snippets packed so far hold: sentence keys, words, and the turns packed summaries cover."""
+
+    def __init__(self, query: str | None) -> None:
+        self.query_words = set(content_words(query)) if query else set()
+        self.keys: set[str] = set()
+        self.words: set[str] = set()
+        self.covered: set[str] = set()  # source ids of packed (whole) summaries
+        self.packed: set[str] = set()  # own ids of packed snippets
+
+    def adds_query_words(self, snippet: ScoredSnippet) -> bool:
+        return bool((self.query_words & set(content_words(snippet.content))) - self.words)
+
+    def strip(self, snippet: ScoredSnippet) -> ScoredSnippet | None:
+        """The snippet without what is packed already; None when it would add nothing."""
+        content, dropped = without_repeats(snippet.content, self.keys)
+        if dropped and not content.strip():
+            return None
+        if not dropped:
+            own = snippet.source_ids[:1]
+            if _paraphrase(snippet):
+                overlaps = bool(self.packed & set(snippet.source_ids[1:]))
+            else:
+                overlaps = bool(own) and own[0] in self.covered
+            if overlaps and not self.adds_query_words(snippet):
+                return None
+            return snippet
+        metadata = {**snippet.metadata, "repeats_dropped": dropped}
+        return snippet.model_copy(update={"content": content, "metadata": metadata})
+
+    def add(self, snippet: ScoredSnippet) -> None:
+        self.keys |= sentence_keys(snippet.content)
+        self.words |= set(content_words(snippet.content))
+        self.packed.update(snippet.source_ids[:1])
+        if _paraphrase(snippet) and not snippet.truncated:
+            self.covered.update(snippet.source_ids[1:])
+
+
 def pack_context(
     ranked: Sequence[ScoredSnippet],
     *,
@@ -58,12 +117,16 @@ def pack_context(
     allow_truncation: bool = True,
     min_partial_tokens: int = 16,
     render: Callable[[ScoredSnippet], str] = render_snippet,
+    query: str | None = None,
+    dedupe: bool = True,
 ) -> PackedContext:
     """Greedy packing of ``ranked`` (best first) under ``token_budget``.
 
     A snippet that does not fit whole is skipped, except that one snippet may be cut to fill the rest
     of the budget when at least ``min_partial_tokens`` remain. ``tier_quotas`` caps the tokens any one
-    tier may take (keys are tier names). ``chronological`` orders the kept snippets by time.
+    tier may take (keys are tier names). ``chronological`` orders the kept snippets by time. ``dedupe``
+    leaves out what is packed already (the module docstring); ``query`` is the question it weighs
+    summaries against their turns by.
     """
     if token_budget <= 0 or not ranked:
         return PackedContext(snippets=[], text="", tokens_used=0)
@@ -84,21 +147,34 @@ def pack_context(
     by_tier: dict[str, int] = {}
     chosen: list[tuple[int, ScoredSnippet, str]] = []
     cut_done = False
-    for rank, snippet in enumerate(ranked):
+    repeats = _Repeats(query) if dedupe else None
+    for rank, original in enumerate(ranked):
         overhead = sep_cost if chosen else 0
         room = token_budget - used - overhead
         if room <= 0:
             break  # the budget is spent: no later snippet can fit, whatever its tier
-        tier = str(snippet.tier)
+        tier = str(original.tier)
         if tier_quotas is not None and tier in tier_quotas:
             room = min(room, tier_quotas[tier] - by_tier.get(tier, 0))
         if room <= 0:
             continue
-        line, cost = line_and_cost(rank)
+        snippet = original
+        if repeats is not None:
+            stripped = repeats.strip(original)
+            if stripped is None:
+                continue
+            snippet = stripped
+        if snippet is original:
+            line, cost = line_and_cost(rank)
+        else:
+            line = render(snippet)
+            cost = counter.count(line)
         if cost <= room:
             chosen.append((rank, snippet.model_copy(update={"token_count": cost}), line))
             used += cost + overhead
             by_tier[tier] = by_tier.get(tier, 0) + cost
+            if repeats is not None:
+                repeats.add(snippet)
             continue
         if not allow_truncation or cut_done or room < min_partial_tokens:
             continue
@@ -110,6 +186,8 @@ def pack_context(
         used += cut_cost + overhead
         by_tier[tier] = by_tier.get(tier, 0) + cut_cost
         cut_done = True
+        if repeats is not None:
+            repeats.add(cut_snippet)
     return _finalise(chosen, token_budget=token_budget, counter=counter, chronological=chronological)
 
 

@@ -162,7 +162,7 @@ class ContextQuery:
     """The best context for ``text`` that fits ``token_budget`` tokens (None: ``default_token_budget``);
     packing considers the best ``candidates`` snippets (None: ``context_candidates``), each tier offering
     as many. ``tier_quotas``: (tier, max tokens) pairs; ``chronological`` orders the packed snippets by
-    time."""
+    time; ``dedupe`` leaves out what the context holds already (core.retrieval.packing)."""
 
     tenant_id: str
     text: str
@@ -173,6 +173,7 @@ class ContextQuery:
     tier_quotas: tuple[tuple[str, int], ...] = field(default=())
     chronological: bool = True
     candidates: int | None = None
+    dedupe: bool = True
 
     def __post_init__(self) -> None:
         _check(self.text, self.mode)

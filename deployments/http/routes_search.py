@@ -103,6 +103,11 @@ class ContextRequest(_ReadRequest):
         description="Ranked candidates considered for packing, and fetched from each tier (default: "
         "retrieval.context_candidates, 50)",
     )
+    dedupe: bool = Field(
+        True,
+        description="Leave out what the context holds already: repeated sentences, and a summary beside "
+        "the turns it was built from when it adds none of the query's words (false: pack as ranked)",
+    )
 
     def to_query(self, tenant_id: str) -> ContextQuery:
         return ContextQuery(
@@ -110,6 +115,7 @@ class ContextRequest(_ReadRequest):
             tier_quotas=tuple((t.value, n) for t, n in (self.tier_quotas or {}).items()),
             chronological=self.chronological,
             candidates=self.candidates,
+            dedupe=self.dedupe,
             **self._shared(tenant_id),
         )
 

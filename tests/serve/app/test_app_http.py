@@ -192,6 +192,35 @@ def test_hybrid_search_context_budget_filters_and_isolation(app_server: AppServe
         assert "XJ-4471" not in ctx["context"]
 
 
+def test_the_readme_tour_context_holds_each_fact_once(app_server: AppServer) -> None:
+    """The README's tour (three turns, a consolidation, a 256-token context): the session summary and the
+    turns it was built from are not both packed in full (issue 25: it held the seat three times)."""
+    agent, session = f"travel-{uuid.uuid4().hex[:6]}", "trip-42"
+    turns = [
+        ("t1", "user", "I always take a window seat."),
+        ("t2", "user", "My budget is 150 EUR a night."),
+        ("t3", "assistant", "Noted: window seat, hotels under 150 EUR."),
+    ]
+    body = {
+        "episodes": [
+            {"id": f"{agent}-{i}", "agent_id": agent, "session_id": session, "role": role, "content": text}
+            for i, role, text in turns
+        ]
+    }
+    with app_server.client("a_rw") as rw, app_server.client("a_admin") as admin:
+        assert rw.post("/v1/episodes/batch", json=body).status_code == 201
+        _consolidate(rw, admin)
+        query = {"query": "Which seat should I book?", "token_budget": 256, "filters": {"agent_id": agent}}
+        raw = rw.post("/v1/context", json={**query, "dedupe": False}).json()
+        ctx = rw.post("/v1/context", json=query).json()
+    kinds = {s["kind"] for s in raw["snippets"]}
+    assert "summary" in kinds, raw  # the control: the summary is there to repeat the turns
+    assert raw["context"].count("I always take a window seat") >= 2
+    for sentence in ("I always take a window seat", "My budget is 150 EUR a night"):
+        assert ctx["context"].count(sentence) == 1, ctx["context"]
+    assert ctx["tokens_used"] <= 256
+
+
 def test_cli_ingest_file_is_batched_and_idempotent(app_server: AppServer, tmp_path: Path) -> None:
     from deployments.cli import main
 
