@@ -305,7 +305,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--rounds", type=int, help="retrieve: rounds of served/limit runs (best counts)")
     bench.add_argument("--episodes", type=int, help="ingest/consolidate: episodes")
     bench.add_argument("--batch", type=int, help="ingest: episodes per request")
-    bench.add_argument("--data", help="locomo: conversations JSON; scifact: BEIR directory")
+    bench.add_argument(
+        "--data",
+        help="consolidate, locomo: LoCoMo conversations JSON; scifact: BEIR directory "
+        "(default: under HYBRIDMEM_BENCH_DATA, else ../shared/bench)",
+    )
     bench.add_argument("--qrels", help="scifact: qrels TSV")
     bench.add_argument("--modes", help="locomo/scifact: comma-separated modes (hybrid,vector,lexical)")
     bench.add_argument("--duration", type=float, help="soak: seconds of load after warm-up")

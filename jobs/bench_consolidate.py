@@ -27,14 +27,14 @@ from core.models import Episode, Role
 from core.resources import open_resources
 from core.settings import Settings
 from core.stores.vector_factory import open_vector_index
+from jobs.bench_data import locomo_file
 
-LOCOMO = Path(__file__).resolve().parents[1].parent / "shared" / "bench" / "locomo" / "locomo_dev.json"
 N_PARTITIONS = 8
 
 
-def load_turns(limit: int) -> list[tuple[str, str, str, int]]:
+def load_turns(limit: int, data_file: str | None = None) -> list[tuple[str, str, str, int]]:
     """(session key, speaker, text, index in session) of the first ``limit`` LoCoMo turns."""
-    data = json.loads(LOCOMO.read_text())
+    data = json.loads(locomo_file(data_file).read_text())
     out: list[tuple[str, str, str, int]] = []
     for sample in data:
         conv = sample["conversation"]
@@ -133,13 +133,16 @@ async def _measure(
     }
 
 
-def run(json: bool = False, *, episodes: int = 1200, rounds: int = 1, **_ignored: Any) -> dict[str, Any]:
-    """Measure parallelism 1 and 2 (each ``rounds`` times, best kept) over ``episodes`` LoCoMo turns."""
+def run(
+    json: bool = False, *, episodes: int = 1200, rounds: int = 1, data: str | None = None, **_ignored: Any
+) -> dict[str, Any]:
+    """Measure parallelism 1 and 2 (each ``rounds`` times, best kept) over ``episodes`` LoCoMo turns
+    (``data``: the LoCoMo JSON; default from jobs.bench_data)."""
     del json  # printing is the CLI's job
     from core.settings import EmbeddingSettings
     from jobs.bench_env import bench_stores
 
-    turns = load_turns(episodes)
+    turns = load_turns(episodes, data)
     embedder = SentenceTransformerEmbedder(EmbeddingSettings(device="cpu"))
     try:
         with (

@@ -13,16 +13,15 @@ import logging
 import os
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from jobs import bench_data
+
 log = logging.getLogger(__name__)
 
-BENCH_DATA = Path(
-    os.environ.get("HYBRIDMEM_BENCH_DATA", Path(__file__).resolve().parents[2] / "shared" / "bench")
-)
+BENCH_DATA = bench_data.root()
 
 
 def load_texts(n: int) -> list[str]:

@@ -23,6 +23,7 @@ import httpx
 from core.bench_quality import LOCOMO_CATEGORIES, LocomoConversation, RecallAccumulator, load_locomo
 from core.retrieval.repeats import covers, redundancy, sentence_keys
 from core.retrieval.tokens import TokenCounter, load_token_counter
+from jobs.bench_data import locomo_file
 from jobs.bench_quality_http import (
     consolidate,
     episode_uuid,
@@ -32,7 +33,6 @@ from jobs.bench_quality_http import (
     shown_path,
 )
 
-DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "bench" / "locomo" / "locomo_dev.json"
 BUDGETS = (256, 512, 1024)
 
 
@@ -122,7 +122,7 @@ def ingest(client: httpx.Client, tenant: str, data: Path) -> tuple[dict[str, str
 def run(
     *, data: str | None = None, modes: str | None = None, url: str | None = None, key: str | None = None
 ) -> dict[str, Any]:
-    path = Path(data) if data else DEFAULT_DATA
+    path = locomo_file(data)
     wanted = parse_modes(modes)
 
     def body(base_url: str, api_key: str, tenant: str) -> dict[str, Any]:

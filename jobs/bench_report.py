@@ -94,6 +94,11 @@ SIDE_BY_SIDE: list[tuple[str, tuple[str, str], str, str]] = [
 # The product card's and issue 8's targets: (label, file, key, comparison, target).
 TARGETS: list[tuple[str, str, str, str, float]] = [
     ("LoCoMo recall@10 (hybrid)", "quality_locomo", "recall@10", ">=", 75.0),
+    # Issue 25: what the agent gets, at the context level (dotted keys reach into the JSON).
+    ("LoCoMo context evidence recall, 512 tokens", "quality_locomo", "context.512.recall", ">=", 88.0),
+    ("LoCoMo context redundancy, 256 tokens", "quality_locomo", "context.256.redundancy", "<=", 0.02),
+    ("LoCoMo context redundancy, 512 tokens", "quality_locomo", "context.512.redundancy", "<=", 0.02),
+    ("LoCoMo context redundancy, 1024 tokens", "quality_locomo", "context.1024.redundancy", "<=", 0.02),
     ("SciFact nDCG@10 (hybrid)", "quality_scifact", "ndcg@10", ">=", 0.75),
     # Issue 22: the served read path against its limit (the same core code in one process), same run.
     ("/v1/context CPU per request, served / limit, 100k", "retrieve_100k", "ratio_cpu", "<=", 3.0),
@@ -177,6 +182,30 @@ def plots(results: dict[str, dict[str, Any]], out_dir: Path = PLOTS) -> list[str
         fig.savefig(out_dir / "recall_at_k.png", dpi=110)
         plt.close(fig)
         made.append("img/recall_at_k.png")
+    ctx = results.get("quality_locomo", {}).get("context")
+    if ctx:
+        fig, ax = plt.subplots(figsize=(6, 3.2))
+        budgets = sorted(ctx, key=int)
+        for name, label in (("context", "dedupe on"), ("context_without_dedupe", "dedupe off")):
+            figures = results["quality_locomo"].get(name) or {}
+            if figures:
+                ax.plot(
+                    [int(b) for b in budgets],
+                    [figures[b]["recall"] for b in budgets],
+                    marker="o",
+                    label=label,
+                )
+        ax.axhline(88, color="red", linestyle="--", linewidth=1, label="target at 512")
+        ax.set_xscale("log", base=2)
+        ax.set_xticks([int(b) for b in budgets], budgets)
+        ax.set_xlabel("token budget")
+        ax.set_ylabel("evidence recall (%)")
+        ax.legend()
+        ax.set_title("LoCoMo evidence recall in /v1/context")
+        fig.tight_layout()
+        fig.savefig(out_dir / "context_recall_by_budget.png", dpi=110)
+        plt.close(fig)
+        made.append("img/context_recall_by_budget.png")
     return made
 
 
@@ -186,10 +215,22 @@ def _fmt(value: Any) -> str:
     return "not run" if value is None else str(value)
 
 
+def dig(data: dict[str, Any], key: str) -> Any:
+    """``data[key]``, or for a dotted key the nested value (``context.512.recall``); None when absent."""
+    if key in data:
+        return data[key]
+    value: Any = data
+    for part in key.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return None
+        value = value[part]
+    return value
+
+
 def target_rows(results: dict[str, dict[str, Any]]) -> list[tuple[str, ...]]:
     rows: list[tuple[str, ...]] = []
     for label, name, key, op, goal in TARGETS:
-        value = results.get(name, {}).get(key)
+        value = dig(results.get(name, {}), key)
         met = (
             "not run"
             if value is None
@@ -265,7 +306,15 @@ def _faults(data: dict[str, Any]) -> list[str]:
 
 
 _SPECIAL = {"soak": _soak, "faults": _faults}
-_NOT_FLAT = {"modes", "provenance", "generated_at", "machine", "runs"}  # runs: every repeat, in the JSON
+_NOT_FLAT = {
+    "modes",
+    "provenance",
+    "generated_at",
+    "machine",
+    "runs",
+    "context",
+    "context_without_dedupe",
+}  # runs: every repeat, in the JSON
 
 
 def provenance_of(data: dict[str, Any]) -> dict[str, Any]:
@@ -356,6 +405,29 @@ def measured_line(data: dict[str, Any]) -> str:
     return ", ".join(parts) + "."
 
 
+def context_table(data: dict[str, Any]) -> list[str]:
+    """Per token budget: /v1/context evidence recall, tokens and redundancy, with dedupe off beside."""
+    on, off = data.get("context") or {}, data.get("context_without_dedupe") or {}
+    rows = [
+        (
+            budget, str(f.get("recall")), str(f.get("tokens")), str(f.get("redundancy")),
+            str(off.get(budget, {}).get("recall")), str(off.get(budget, {}).get("redundancy")),
+        )
+        for budget, f in on.items()
+    ]  # fmt: skip
+    head = ("token budget", "evidence recall", "tokens used", "redundancy", "recall, no dedupe",
+            "redundancy, no dedupe")  # fmt: skip
+    cats = sorted({c for f in on.values() for c in f.get("per_category", {})})
+    per_cat = [(c, *(str(on[b]["per_category"].get(c, {}).get("recall")) for b in on)) for c in cats]
+    return [
+        "At the context level (`POST /v1/context`, every question, its conversation's session):",
+        "",
+        table(rows, head),
+        "",
+        table(per_cat, ("category", *(f"recall @{b}" for b in on))),
+    ]
+
+
 def render(results: dict[str, dict[str, Any]], plots_dir: Path = PLOTS) -> str:
     parts = [
         "# Benchmarks",
@@ -408,6 +480,8 @@ def render(results: dict[str, dict[str, Any]], plots_dir: Path = PLOTS) -> str:
             keys = [k for k in next(iter(modes.values())) if k.startswith(("recall@", "ndcg@"))]
             rows = [(m, *(str(r.get(k)) for k in keys)) for m, r in modes.items()]
             parts += [table(rows, ("mode", *keys)), ""]
+        if "context" in data:
+            parts += [*context_table(data), ""]
     notes = RESULTS / "notes.md"
     if notes.exists():
         parts += ["## Notes on this run", "", notes.read_text().strip(), ""]

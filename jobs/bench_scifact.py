@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 
 from core.bench_quality import beir_summary, load_beir_corpus, load_beir_queries, load_qrels
+from jobs.bench_data import SCIFACT_SOURCE, required, scifact_dir
 from jobs.bench_quality_http import (
     consolidate,
     episode_uuid,
@@ -19,8 +20,6 @@ from jobs.bench_quality_http import (
     search_ids,
     shown_path,
 )
-
-DEFAULT_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "bench" / "scifact"
 
 
 def run(
@@ -31,8 +30,8 @@ def run(
     url: str | None = None,
     key: str | None = None,
 ) -> dict[str, Any]:
-    root = Path(data) if data else DEFAULT_DIR
-    qrels_path = Path(qrels) if qrels else root / "qrels" / "train.tsv"
+    root = scifact_dir(data)
+    qrels_path = required(Path(qrels) if qrels else root / "qrels" / "train.tsv", SCIFACT_SOURCE)
     wanted = parse_modes(modes)
     corpus = load_beir_corpus(root / "corpus.jsonl")
     queries = load_beir_queries(root / "queries.jsonl")

@@ -90,3 +90,22 @@ def test_each_result_says_when_and_on_which_commit_it_was_measured(
     assert "Measured 2026-11-25 05:02 UTC, commit abc1234, load average 0.42 at start, took 312.4 s." in text
     assert "Measured: not recorded (the file predates provenance)." in text
     assert "| provenance |" not in text  # shown as the line above, not dumped into the key/value table
+
+
+def test_context_level_locomo_is_judged_and_tabled_per_budget(tmp_path: Path) -> None:
+    figures = {
+        b: {"recall": r, "tokens": float(b) - 2, "redundancy": d, "per_category": {"temporal": {"recall": r}}}
+        for b, r, d in (("256", 66.0, 0.0005), ("512", 89.0, 0.001), ("1024", 91.0, 0.03))
+    }
+    data = {
+        "name": "locomo", "recall@10": 79.0, "context": figures,
+        "context_without_dedupe": {b: {**f, "redundancy": 0.05} for b, f in figures.items()},
+    }  # fmt: skip
+    rows = {row[0]: row for row in bench_report.target_rows({"quality_locomo": data})}
+    assert rows["LoCoMo context evidence recall, 512 tokens"][2:] == ("89.0", "yes")
+    assert rows["LoCoMo context redundancy, 512 tokens"][3] == "yes"
+    assert rows["LoCoMo context redundancy, 1024 tokens"][3] == "no"  # 0.03 > 0.02
+    text = bench_report.render({"quality_locomo": data}, plots_dir=tmp_path)
+    assert "| 512 | 89.0 | 510.0 | 0.001 | 89.0 | 0.05 |" in text
+    assert "| temporal | 66.0 | 89.0 | 91.0 |" in text
+    assert (tmp_path / "context_recall_by_budget.png").is_file()
