@@ -36,9 +36,10 @@ test-faults: setup
 	HYBRIDMEM_FAULTS_JSON=$(FAULTS_JSON) $(BIN)/python -m pytest -q -ra -m faults $(PYTEST_ARGS)
 
 lint: setup
-	$(BIN)/ruff check core deployments jobs tests client
-	$(BIN)/ruff format --check core deployments jobs tests client
-	$(BIN)/mypy core deployments jobs client/hybridmem_client
+	$(BIN)/ruff check core deployments jobs bench tests client
+	$(BIN)/ruff format --check core deployments jobs bench tests client
+	$(BIN)/mypy core deployments jobs bench client/hybridmem_client
+	$(BIN)/lint-imports
 
 # Every benchmark, each against a fresh local app; JSON into bench/results, report into docs/benchmarks.md.
 RESULTS := bench/results
@@ -60,10 +61,10 @@ bench: setup
 bench-gpu: setup
 	mkdir -p $(RESULTS)
 	$(BIN)/python -m pytest -q -ra -m gpu tests/unit/test_embedding_gpu.py
-	$(BIN)/python -m jobs.bench_embed_device --json --out $(RESULTS)/embed_device.json
+	$(BIN)/python -m bench.embed_device --json --out $(RESULTS)/embed_device.json
 
 bench-report: setup
-	$(BIN)/python -m jobs.bench_report
+	$(BIN)/python -m bench.report
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .import_linter_cache

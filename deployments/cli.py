@@ -131,13 +131,13 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
 
 
 BENCHES = {
-    "embed": "jobs.bench_embed",
-    "ingest": "jobs.bench_ingest",
-    "retrieve": "jobs.bench_retrieve",
-    "consolidate": "jobs.bench_consolidate",
-    "locomo": "jobs.bench_locomo",
-    "scifact": "jobs.bench_scifact",
-    "soak": "jobs.bench_soak",
+    "embed": "bench.embed",
+    "ingest": "bench.ingest",
+    "retrieve": "bench.retrieve",
+    "consolidate": "bench.consolidate",
+    "locomo": "bench.locomo",
+    "scifact": "bench.scifact",
+    "soak": "bench.soak",
 }
 
 
@@ -151,7 +151,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     import importlib
     import json
 
-    from jobs.bench_provenance import RunProvenance
+    from bench.provenance import RunProvenance
 
     module = importlib.import_module(BENCHES[args.name])
     options = {k: v for k, v in vars(args).items() if k in _BENCH_OPTIONS and v is not None}

@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from core.bench_quality import LocomoConversation, LocomoQuestion, load_locomo
+from bench.quality import LocomoConversation, LocomoQuestion, load_locomo
 from hybridmem_client import (
     Conflict,
     ContextResult,

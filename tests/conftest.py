@@ -102,7 +102,7 @@ def new_key_prefix(tag: str = "") -> str:
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
     """URL of a Redis-protocol server for this test session; the session's keys are deleted at its end."""
-    from jobs.bench_env import drop_key_prefix
+    from bench.env import drop_key_prefix
 
     shared = os.environ.get("HYBRIDMEM_TEST_REDIS_URL") or (
         LOCAL_REDIS_URL if _reachable("127.0.0.1", 6379) else None

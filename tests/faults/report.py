@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from jobs.bench_provenance import RunProvenance
+from bench.provenance import RunProvenance
 
 if TYPE_CHECKING:
     from tests.faults.load import Phase

@@ -7,9 +7,9 @@ from pathlib import Path
 import httpx
 import redis.asyncio as aioredis
 
+from bench.limit import limit_app
 from core.auth import new_api_key
 from core.settings import ALL_SCOPES, ApiKeySpec, load_settings
-from jobs.bench_limit import limit_app
 
 
 async def test_limit_app_stores_and_retrieves_memories(

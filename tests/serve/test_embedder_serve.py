@@ -158,7 +158,7 @@ def test_short_requests_overtake_bulk_work(serve_port: int) -> None:
 
 
 def test_embed_benchmark_measures_queries_beside_bulk_work(serve_port: int) -> None:
-    from jobs.bench_embed_bulk import queries_under_bulk
+    from bench.embed_bulk import queries_under_bulk
 
     _deploy({"max_batch_size": 16, "batch_wait_timeout_s": 0.002})
     texts = [f"turn {i}: we should book the venue before the end of the month" for i in range(64)]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from jobs import bench_data
+from bench import data as bench_data
 
 
 @pytest.mark.parametrize(

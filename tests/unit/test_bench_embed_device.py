@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import bench.embed_device as bench
 import core.embedding.sentence_model as sentence_model
-import jobs.bench_embed_device as bench
 
 torch = pytest.importorskip("torch")
 

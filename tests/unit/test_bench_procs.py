@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from jobs.bench_procs import cpu_by_role, role_of, snapshot
+from bench.procs import cpu_by_role, role_of, snapshot
 
 BURN = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.4: pass\ntime.sleep(30)\n"
 

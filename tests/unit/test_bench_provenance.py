@@ -6,7 +6,7 @@ import subprocess
 from datetime import datetime
 from pathlib import Path
 
-from jobs.bench_provenance import RunProvenance, code_version, product_changes_since
+from bench.provenance import RunProvenance, code_version, product_changes_since
 
 
 def _git(repo: Path, *args: str) -> str:
@@ -61,7 +61,7 @@ def test_product_changes_since_a_commit_ignore_benchmarks_tests_and_docs(tmp_pat
     _git(tmp_path, "init", "-q")
     measured = commit("core/search.py", "v1\n")
     assert product_changes_since(measured, tmp_path) == []
-    commit("jobs/bench_x.py", "bench\n")
+    commit("bench/x.py", "bench\n")
     commit("docs/notes.md", "prose\n")
     commit("tests/test_x.py", "test\n")
     assert product_changes_since(measured, tmp_path) == []

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from core.bench_quality import (
+from bench.quality import (
     RecallAccumulator,
     beir_summary,
     evidence_recall,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from jobs import bench_report
+from bench import report as bench_report
 
 
 def test_targets_are_judged_from_results_and_missing_ones_say_not_run() -> None:

@@ -258,8 +258,8 @@ def test_every_replica_runs_with_the_process_tuning(app_server: AppServer) -> No
     Serve's throughput mode and the malloc arena cap only work if the replica processes inherit them."""
     import os
 
+    from bench.soak import app_processes
     from deployments.serve_env import SERVE_ENV_DEFAULTS
-    from jobs.bench_soak import app_processes
 
     if not Path("/proc/self/environ").exists():
         pytest.skip("reads the replicas' environment from /proc (Linux)")
@@ -275,7 +275,7 @@ def test_every_replica_runs_with_the_process_tuning(app_server: AppServer) -> No
 
 def test_read_only_soak_sends_only_searches_and_contexts(app_server: AppServer) -> None:
     """`hybridmem bench soak --mix reads`: fixed data, so per-request memory growth shows on its own."""
-    from jobs import bench_soak
+    from bench import soak as bench_soak
 
     with pytest.raises(ValueError, match="mix"):
         bench_soak.run(mix="writes-only", url=app_server.base_url, key=app_server.keys["a_rw"])

@@ -25,8 +25,8 @@ from typing import Any
 
 import httpx
 
-from jobs.bench_procs import descendants
-from jobs.bench_retrieve import load_memories
+from bench.procs import descendants
+from bench.retrieve import load_memories
 
 TOPICS = ("flight", "hotel", "invoice", "birthday", "allergy", "meeting", "deadline", "refund", "budget")
 MIX = (("write", 0.35), ("write_batch", 0.10), ("search", 0.30), ("context", 0.25))
@@ -332,7 +332,7 @@ def run(
     if url and key:
         result = asyncio.run(body(url, key, None))
     else:
-        from jobs.bench_env import bench_app
+        from bench.env import bench_app
 
         scheduled = {"enabled": consolidate_every > 0, "interval_s": consolidate_every or 60.0}
         with bench_app({"consolidation": scheduled}) as app:

@@ -3,7 +3,7 @@
 Interleaved chunk by chunk so machine noise hits both alike: ``backend_speedup`` (sentences/s on LoCoMo
 turns, each backend at its better core count), ``backend_cosine_mean`` (against torch, over turns and
 SciFact abstracts), single-text latency, and optionally vector-only quality per backend. Used by
-``hybridmem bench embed`` (jobs/bench_embed.py) and ``python -m jobs.bench_embed backends [--quality]``.
+``hybridmem bench embed`` (bench/embed.py) and ``python -m bench.embed backends [--quality]``.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from jobs import bench_data
+from bench import data as bench_data
 
 log = logging.getLogger(__name__)
 
@@ -110,14 +110,14 @@ def single_text_latency_ms(models: dict[str, Any], *, calls: int = 60) -> dict[s
 
 def vector_quality(model: Any) -> dict[str, float]:
     """Vector-only LoCoMo recall@10 and SciFact nDCG@10 in process (brute-force cosine, no stores)."""
-    from core.bench_quality import (
+    from bench.quality import (
         RecallAccumulator,
         beir_summary,
         load_beir_corpus,
         load_beir_queries,
         load_locomo,
     )
-    from core.bench_quality import load_qrels as load_beir_qrels
+    from bench.quality import load_qrels as load_beir_qrels
 
     out: dict[str, float] = {}
     locomo = BENCH_DATA / "locomo" / "locomo_dev.json"

@@ -89,7 +89,7 @@ def run(
     """Benchmark against ``url`` (a running app) or a fresh local app; verifies durability in Postgres."""
     if url and key:
         return asyncio.run(drive_ingest(url, key, episodes=episodes, batch=batch, clients=clients))
-    from jobs.bench_env import bench_app
+    from bench.env import bench_app
 
     with bench_app() as app:
         # warm-up: connections, code paths

@@ -1,6 +1,6 @@
 """The torch Embedder on an accelerator: throughput and agreement with the CPU, in process.
 
-``python -m jobs.bench_embed_device --json`` loads the embedding model the way the Embedder deployment
+``python -m bench.embed_device --json`` loads the embedding model the way the Embedder deployment
 does (``embedding.device: auto``, so ``cuda`` when torch sees a GPU, where the weights run in fp16) and
 reports, on LoCoMo turns and SciFact abstracts:
 
@@ -28,9 +28,9 @@ from typing import Any
 
 import numpy as np
 
+from bench.embed_backends import BENCH_DATA, load_abstracts, load_texts
+from bench.provenance import RunProvenance
 from core.embedding.onnx_model import default_threads
-from jobs.bench_embed_backends import BENCH_DATA, load_abstracts, load_texts
-from jobs.bench_provenance import RunProvenance
 
 BATCH_SIZES = (32, 128, 512)
 
@@ -131,7 +131,7 @@ def run(model: str, turns: int, abstracts: int, rounds: int, cpu_sample: int) ->
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m jobs.bench_embed_device", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m bench.embed_device", description=__doc__)
     parser.add_argument("--model", default="all-MiniLM-L6-v2", help="model name or local directory")
     parser.add_argument("--turns", type=int, default=8192)
     parser.add_argument("--abstracts", type=int, default=2048)

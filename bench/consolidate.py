@@ -20,6 +20,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from bench.data import locomo_file
 from core.consolidation.runner import run_consolidation
 from core.embedding.sentence_model import SentenceTransformerEmbedder
 from core.ids import content_hash, deterministic_id, partition_of
@@ -27,7 +28,6 @@ from core.models import Episode, Role
 from core.resources import open_resources
 from core.settings import Settings
 from core.stores.vector_factory import open_vector_index
-from jobs.bench_data import locomo_file
 
 N_PARTITIONS = 8
 
@@ -137,10 +137,10 @@ def run(
     json: bool = False, *, episodes: int = 1200, rounds: int = 1, data: str | None = None, **_ignored: Any
 ) -> dict[str, Any]:
     """Measure parallelism 1 and 2 (each ``rounds`` times, best kept) over ``episodes`` LoCoMo turns
-    (``data``: the LoCoMo JSON; default from jobs.bench_data)."""
+    (``data``: the LoCoMo JSON; default from bench.data)."""
     del json  # printing is the CLI's job
+    from bench.env import bench_stores
     from core.settings import EmbeddingSettings
-    from jobs.bench_env import bench_stores
 
     turns = load_turns(episodes, data)
     embedder = SentenceTransformerEmbedder(EmbeddingSettings(device="cpu"))

@@ -11,7 +11,7 @@ query_under_bulk: one-text query latency over Serve HTTP on an idle replica and 
 Backend figures (same texts, same process, interleaved chunk by chunk so machine noise hits both alike):
 backend_speedup (the CPU-optimised backend's sentences/s over torch's on LoCoMo turns, through the
 product's embedder with its micro-batching), backend_cosine_mean (against torch, over LoCoMo turns and
-SciFact abstracts), single_text_latency_ms per backend. ``python -m jobs.bench_embed backends
+SciFact abstracts), single_text_latency_ms per backend. ``python -m bench.embed backends
 [--quality]`` runs only these; --quality adds vector-only LoCoMo recall@10 and SciFact nDCG@10 per backend.
 """
 
@@ -36,9 +36,9 @@ import httpx
 import numpy as np
 from fastapi import FastAPI, Request
 
-from jobs.bench_embed_backends import compare_backends, load_texts
-from jobs.bench_embed_bulk import queries_under_bulk
-from jobs.bench_procs import stop
+from bench.embed_backends import compare_backends, load_texts
+from bench.embed_bulk import queries_under_bulk
+from bench.procs import stop
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +154,7 @@ def plain_app(threads: int) -> Any:
 def plain_server(threads: int) -> Iterator[str]:
     port = _free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "jobs.bench_embed", "plain-server", str(port), str(threads)],
+        [sys.executable, "-m", "bench.embed", "plain-server", str(port), str(threads)],
         cwd=Path(__file__).resolve().parents[1],
     )
     base = f"http://127.0.0.1:{port}"

@@ -10,9 +10,9 @@ from typing import Any
 
 import httpx
 
-from core.bench_quality import beir_summary, load_beir_corpus, load_beir_queries, load_qrels
-from jobs.bench_data import SCIFACT_SOURCE, required, scifact_dir
-from jobs.bench_quality_http import (
+from bench.data import SCIFACT_SOURCE, required, scifact_dir
+from bench.quality import beir_summary, load_beir_corpus, load_beir_queries, load_qrels
+from bench.quality_http import (
     consolidate,
     episode_uuid,
     parse_modes,
@@ -91,7 +91,7 @@ def run(
         tenant = httpx.get(f"{url}/v1/whoami", headers={"Authorization": f"Bearer {key}"}).json()["tenant_id"]
         result = body(url, key, tenant)
     else:
-        from jobs.bench_env import bench_app
+        from bench.env import bench_app
 
         with bench_app() as app:
             result = body(app.base_url, app.key, app.tenant)

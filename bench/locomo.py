@@ -20,11 +20,9 @@ from typing import Any
 
 import httpx
 
-from core.bench_quality import LOCOMO_CATEGORIES, LocomoConversation, RecallAccumulator, load_locomo
-from core.retrieval.repeats import covers, redundancy, sentence_keys
-from core.retrieval.tokens import TokenCounter, load_token_counter
-from jobs.bench_data import locomo_file
-from jobs.bench_quality_http import (
+from bench.data import locomo_file
+from bench.quality import LOCOMO_CATEGORIES, LocomoConversation, RecallAccumulator, load_locomo
+from bench.quality_http import (
     consolidate,
     episode_uuid,
     parse_modes,
@@ -32,6 +30,8 @@ from jobs.bench_quality_http import (
     search_ids,
     shown_path,
 )
+from core.retrieval.repeats import covers, redundancy, sentence_keys
+from core.retrieval.tokens import TokenCounter, load_token_counter
 
 BUDGETS = (256, 512, 1024)
 
@@ -181,7 +181,7 @@ def run(
         tenant = httpx.get(f"{url}/v1/whoami", headers={"Authorization": f"Bearer {key}"}).json()["tenant_id"]
         result = body(url, key, tenant)
     else:
-        from jobs.bench_env import bench_app
+        from bench.env import bench_app
 
         with bench_app() as app:
             result = body(app.base_url, app.key, app.tenant)

@@ -10,8 +10,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from jobs.bench_provenance import code_version, cpu_model, mem_gib, product_changes_since
-from jobs.bench_soak import slope_per_min
+from bench.provenance import code_version, cpu_model, mem_gib, product_changes_since
+from bench.soak import slope_per_min
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -29,7 +29,7 @@ COMMANDS = {
     "--qrels ../shared/bench/scifact/qrels/train.tsv --json",
     "soak": "hybridmem bench soak --duration 300 --json",
     "faults": "make test-faults FAULTS_JSON=bench/results/faults.json",
-    "embed_device": "python -m jobs.bench_embed_device --json (make bench-gpu; needs a GPU)",
+    "embed_device": "python -m bench.embed_device --json (make bench-gpu; needs a GPU)",
 }
 
 # Published figures next to ours. Each row: metric, hybridmem result key (file, key path), the

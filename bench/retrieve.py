@@ -1,6 +1,6 @@
 """The read path under load, served and at its limit: N memories loaded through the API into the Serve app
-and into the same core code in one plain process (jobs.bench_limit), then 1 and C closed-loop clients on
-/v1/context against each, with the CPU every process spent per request (jobs.bench_procs).
+and into the same core code in one plain process (bench.limit), then 1 and C closed-loop clients on
+/v1/context against each, with the CPU every process spent per request (bench.procs).
 
 The last line of ``hybridmem bench retrieve --json`` holds ``c1`` / ``c16`` ({p50_ms, p95_ms, p99_ms, qps}),
 ``cpu_ms_per_request`` (all processes, many clients), ``cpu_by_role``, ``load_memories_per_s``, ``errors``,
@@ -20,11 +20,11 @@ from typing import Any
 
 import httpx
 
+from bench.env import drop_key_prefix
+from bench.limit import limit_server
+from bench.procs import cpu_by_role, snapshot
 from core.settings import _deep_merge
 from deployments.local import free_port
-from jobs.bench_env import drop_key_prefix
-from jobs.bench_limit import limit_server
-from jobs.bench_procs import cpu_by_role, snapshot
 
 _TOPICS = [
     "flight",
@@ -297,7 +297,7 @@ def run(
             "Serve processes, Postgres and Redis found on this machine (Ray's own not counted)"
         )
     else:
-        from jobs.bench_env import bench_app, bench_stores
+        from bench.env import bench_app, bench_stores
 
         with bench_app() as app, bench_stores(app.data_dir / "limit-servers") as (redis_url, dsn):
             limit_settings = _deep_merge(

@@ -6,7 +6,7 @@ engine, Postgres and Redis clients, and the HybridRetriever. ``hybridmem bench r
 the same memories as the served app and drives both with the same queries, so that served / limit is a
 ratio taken in one run on one machine.
 
-    python -m jobs.bench_limit SETTINGS_JSON PORT
+    python -m bench.limit SETTINGS_JSON PORT
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from typing import Any
 import httpx
 from fastapi import FastAPI
 
+from bench.procs import stop
 from core.auth import ApiKeyAuthenticator
 from core.embedding.cache import CachedEmbedder, RedisEmbeddingCache
 from core.embedding.loader import load_embedder
@@ -37,7 +38,6 @@ from core.stores.vector_factory import open_vector_index
 from deployments.http.api import create_api
 from deployments.http.deps import ApiContext
 from deployments.http.routes_search import router as search_router
-from jobs.bench_procs import stop
 
 # Ray starts its workers at this niceness: the limit runs at the same priority as the replicas it is
 # compared with, so that whatever else runs on the machine takes from both alike.
@@ -85,7 +85,7 @@ def limit_server(
     with tempfile.NamedTemporaryFile("w", suffix=".json", prefix="hm-limit-", delete=False) as f:
         json.dump(settings, f)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "jobs.bench_limit", f.name, str(port)],
+        [sys.executable, "-m", "bench.limit", f.name, str(port)],
         cwd=Path(__file__).resolve().parents[1],
         preexec_fn=lambda: os.nice(RAY_WORKER_NICENESS),
     )
