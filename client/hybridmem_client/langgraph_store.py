@@ -1,8 +1,9 @@
 """LangGraph ``BaseStore`` backed by hybridmem (install the extra ``hybridmem[langgraph]``).
 
 Each item is a semantic memory of the store's ``agent_id`` and kind ``lg_item``. Its client id is
-``lg:<json [*namespace, key]>``, so the memory's UUID is known without a lookup (the API derives it
-with :func:`hybridmem_client.ids.deterministic_id` from the tenant and that id). The memory's metadata holds
+``lg:<json [agent_id, *namespace, key]>``, so the memory's UUID is known without a lookup (the API
+derives it with :func:`hybridmem_client.ids.deterministic_id` from the tenant and that id), and two
+stores of different agents never share an item. The memory's metadata holds
 ``lg_namespace``, ``lg_key``, the value as JSON text (``lg_value``; metadata is size-limited by the
 service) and one ``lg_ns_<i>`` label per namespace level, so a namespace prefix is a metadata
 equality filter on the server.
@@ -75,9 +76,10 @@ RANKED = 200  # hits a query search asks the service for (its maximum k)
 Api = HybridMemClient | AsyncHybridMemClient
 
 
-def item_client_id(namespace: tuple[str, ...], key: str) -> str:
-    """The memory's idempotency key: unambiguous for any labels; hashed when it would be too long."""
-    raw = "lg:" + json.dumps([*namespace, key], ensure_ascii=False, separators=(",", ":"))
+def item_client_id(agent_id: str, namespace: tuple[str, ...], key: str) -> str:
+    """The memory's idempotency key, one per (agent, namespace, key): unambiguous for any labels; hashed
+    when it would be too long."""
+    raw = "lg:" + json.dumps([agent_id, *namespace, key], ensure_ascii=False, separators=(",", ":"))
     if len(raw) <= MAX_ID_CHARS:
         return raw
     return "lg:sha256:" + hashlib.sha256(raw.encode()).hexdigest()
@@ -260,7 +262,7 @@ class HybridMemStore(BaseStore):
     def _memory_id(self, api: Api, namespace: tuple[str, ...], key: str) -> Flow[str]:
         if self._tenant is None:
             self._tenant = (yield from api.whoami.flow()).tenant_id
-        return str(deterministic_id(self._tenant, "memory", item_client_id(namespace, key)))
+        return str(deterministic_id(self._tenant, "memory", item_client_id(self._agent_id, namespace, key)))
 
     def _content(self, op: PutOp) -> tuple[str, bool]:
         """The text to embed and whether the item is indexed: not for ``index=False``, nor when the
@@ -287,7 +289,7 @@ class HybridMemStore(BaseStore):
         }  # fmt: skip
         content, indexed = self._content(op)
         return MemoryIn(
-            id=item_client_id(ns, op.key),
+            id=item_client_id(self._agent_id, ns, op.key),
             agent_id=self._agent_id,
             kind=ITEM_KIND,
             content=content,
@@ -309,7 +311,9 @@ class HybridMemStore(BaseStore):
         except NotFound:
             return None
         item = self._item(record)
-        if item is None or item.namespace != tuple(op.namespace) or item.key != op.key:
+        if item is None or record.agent_id != self._agent_id:
+            return None
+        if item.namespace != tuple(op.namespace) or item.key != op.key:
             return None
         return item
 

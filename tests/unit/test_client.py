@@ -356,11 +356,12 @@ def test_both_clients_expose_the_same_typed_methods() -> None:
 def test_langgraph_item_ids_are_unambiguous_and_bounded() -> None:
     from hybridmem_client.langgraph_store import MAX_ID_CHARS, item_client_id
 
-    ids = {item_client_id(("a", "b"), "c"), item_client_id(("a/b",), "c"), item_client_id(("a",), "b:c"),
-           item_client_id(("a", "b", "c"), "")}  # fmt: skip
-    assert len(ids) == 4
-    long_id = item_client_id(("x" * 300,), "k")
-    assert len(long_id) <= MAX_ID_CHARS and long_id != item_client_id(("x" * 301,), "k")
+    ids = {item_client_id("g", ("a", "b"), "c"), item_client_id("g", ("a/b",), "c"),
+           item_client_id("g", ("a",), "b:c"), item_client_id("g", ("a", "b", "c"), ""),
+           item_client_id("h", ("a", "b"), "c"), item_client_id("g/a", ("b",), "c")}  # fmt: skip
+    assert len(ids) == 6  # the agent is part of the key: two agents' stores never share an item
+    long_id = item_client_id("g", ("x" * 300,), "k")
+    assert len(long_id) <= MAX_ID_CHARS and long_id != item_client_id("g", ("x" * 301,), "k")
 
 
 async def test_langgraph_store_refuses_ttl_on_every_path() -> None:

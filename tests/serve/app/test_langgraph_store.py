@@ -211,6 +211,18 @@ def test_batch_reads_see_the_state_before_its_writes(store: HybridMemStore) -> N
     assert store.get(ns, "two").value == {"n": 2}  # type: ignore[union-attr]
 
 
+def test_agents_are_separate_key_spaces(clients: tuple[HybridMemClient, AsyncHybridMemClient]) -> None:
+    tag = uuid.uuid4().hex[:8]
+    a = HybridMemStore(clients[0], agent_id=f"lg-a-{tag}")
+    b = HybridMemStore(clients[0], agent_id=f"lg-b-{tag}")
+    a.put(("users", "alice"), "food", {"text": "Alice likes ramen"})
+    assert b.get(("users", "alice"), "food") is None
+    b.put(("users", "alice"), "food", {"text": "Bob's Alice likes tacos"})
+    assert a.get(("users", "alice"), "food").value == {"text": "Alice likes ramen"}  # type: ignore[union-attr]
+    assert [h.key for h in b.search(("users",), query="ramen")] == ["food"]
+    assert b.search(("users",), query="ramen")[0].value == {"text": "Bob's Alice likes tacos"}
+
+
 def test_tenants_never_share_items(store: HybridMemStore, app_server: AppServer) -> None:
     store.put(("shared-name",), "k", {"secret": "A"})
     with HybridMemClient(app_server.base_url, app_server.keys["b_rw"]) as b_client:
