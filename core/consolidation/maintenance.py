@@ -284,7 +284,3 @@ async def _reembed_summaries(
     if points:
         await vectors.upsert(points, collection=collection)
     return len(points)
-
-
-def partitions_of(n_partitions: int, chosen: Sequence[int] | None) -> list[int]:
-    return list(chosen) if chosen is not None else list(range(n_partitions))

@@ -39,16 +39,6 @@ def _fallback(
     )
 
 
-def load_embedder_sync(
-    settings: EmbeddingSettings, *, client: httpx.AsyncClient | None = None
-) -> TextEmbedder:
-    """Blocking variant for constructors: loads the local model, or builds (without probing) the fallback."""
-    try:
-        return SentenceTransformerEmbedder(settings)
-    except ModelUnavailable as exc:
-        return _fallback(settings, exc, client)
-
-
 async def load_embedder(
     settings: EmbeddingSettings, *, client: httpx.AsyncClient | None = None
 ) -> TextEmbedder:

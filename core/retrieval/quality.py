@@ -5,7 +5,6 @@ turn *lexically* together with its neighbouring turns (LoCoMo R@10 63.5 -> 77.4 
 embedding a turn with its neighbours *hurts* the dense side (50.7 -> 45.3); long texts embedded as
 sentence-window chunks as well as whole lift SciFact nDCG@10 (0.734 -> 0.742 fused).
 
-- :func:`neighbour_context_text`: the neighbour text consolidation stores for lexical scoring.
 - :func:`chunk_texts`: the extra texts embedded for a long record (max over its points at query time).
 - :func:`lexical_query`: the query as sent to full-text search (question boilerplate removed).
 - :func:`working_scores`: ranks the session buffer (recency tier) by query-term overlap.
@@ -41,23 +40,6 @@ def lexical_query(query: str) -> str:
     query over a question's function words would match almost every row)."""
     words = content_words(query)
     return " ".join(dict.fromkeys(words)) if words else query.strip()
-
-
-def neighbour_context_text(
-    turns: Sequence[str], index: int, *, before: int = 2, after: int = 2, separator: str = " "
-) -> str:
-    """The neighbours of ``turns[index]`` (not the turn itself): up to ``before`` previous and ``after``
-    next turns of the same session, in time order, joined by ``separator``.
-
-    ``turns`` are one session's episode contents ordered by (created_at, id). Consolidation indexes this
-    text with the episode at a lower weight (Postgres: ``ctx_tsv`` = own terms at weight A || these
-    terms at weight B, see core.retrieval.bm25_postgres); the vector still embeds the turn alone.
-    """
-    if not 0 <= index < len(turns):
-        raise IndexError(index)
-    lo = max(0, index - before)
-    hi = min(len(turns), index + after + 1)
-    return separator.join([*turns[lo:index], *turns[index + 1 : hi]])
 
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(\[])")
@@ -97,11 +79,3 @@ def working_scores(
             scored.append((episode, overlap, pos))
     scored.sort(key=lambda t: (-t[1], -t[2]))
     return [(episode, score) for episode, score, _ in scored]
-
-
-def neighbour_window_text(turns: Sequence[str], index: int, *, before: int = 1, after: int = 1) -> str:
-    """``turns[index]`` with up to ``before``/``after`` neighbours around it, in time order (one text)."""
-    if not 0 <= index < len(turns):
-        raise IndexError(index)
-    lo, hi = max(0, index - before), min(len(turns), index + after + 1)
-    return " ".join(turns[lo:hi])

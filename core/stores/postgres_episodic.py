@@ -255,31 +255,6 @@ class PostgresEpisodeStore:
         )
         return int(status.split()[-1])
 
-    # -- consolidation support --------------------------------------------------------------------
-
-    async def unconsolidated_episodes(
-        self, *, partition: int, after: tuple[datetime, uuid.UUID] | None = None, limit: int = 256
-    ) -> list[Episode]:
-        """Episodes of a partition not yet consolidated, in (created_at, id) order after a checkpoint."""
-        after_ts, after_id = after if after is not None else (None, None)
-        rows = await self._fetch(
-            f"""SELECT {_EPISODE_COLS} FROM episodes
-                WHERE partition = $1 AND consolidated_at IS NULL
-                  AND ($2::timestamptz IS NULL OR (created_at, id) > ($2::timestamptz, $3::uuid))
-                ORDER BY created_at, id LIMIT $4""",
-            partition, after_ts, after_id, limit,
-        )  # fmt: skip
-        return [_episode(r) for r in rows]
-
-    async def mark_consolidated(self, *, episode_ids: Sequence[uuid.UUID], run_id: uuid.UUID) -> int:
-        """Stamp episodes as consolidated by ``run_id`` (already-stamped ones are left alone)."""
-        status = await self._execute(
-            """UPDATE episodes SET consolidated_at = now(), consolidation_run_id = $2
-               WHERE id = ANY($1::uuid[]) AND consolidated_at IS NULL""",
-            list(episode_ids), run_id,
-        )  # fmt: skip
-        return int(status.split()[-1])
-
     # -- transcripts ------------------------------------------------------------------------------
 
     async def insert_transcript(self, transcript: Transcript, episodes: Sequence[Episode]) -> bool:
@@ -383,15 +358,6 @@ class PostgresEpisodeStore:
             tenant_id, list(memory_ids),
         )  # fmt: skip
         return int(status.split()[-1])
-
-    async def memories_from_sources(self, *, tenant_id: str, source_ids: Sequence[str]) -> list[MemoryRecord]:
-        """Memory records derived from any of the given source ids (for cascading deletes)."""
-        rows = await self._fetch(
-            f"""SELECT {_MEMORY_COLS} FROM memory_records
-                WHERE tenant_id = $1 AND source_ids && $2::text[] ORDER BY created_at, id""",
-            tenant_id, list(source_ids),
-        )  # fmt: skip
-        return [_memory(r) for r in rows]
 
     # -- full-text search -------------------------------------------------------------------------
 

@@ -289,29 +289,6 @@ async def test_postgres_bulk_insert_throughput(pg_pool: asyncpg.Pool, tenant: st
 
 
 @pytest.mark.integration
-async def test_postgres_consolidation_helpers(pg_pool: asyncpg.Pool, tenant: str) -> None:
-    store = PostgresEpisodeStore(pg_pool)
-    eps = [episode(tenant, "cons", n) for n in range(4)]
-    await store.insert_episodes(eps)
-    part = eps[0].partition
-    pending = [
-        e for e in await store.unconsolidated_episodes(partition=part, limit=10_000) if e.tenant_id == tenant
-    ]
-    assert pending == eps
-    run = uuid.uuid4()
-    assert await store.mark_consolidated(episode_ids=[e.id for e in eps[:2]], run_id=run) == 2
-    assert await store.mark_consolidated(episode_ids=[eps[0].id], run_id=run) == 0
-    left = [
-        e.id
-        for e in await store.unconsolidated_episodes(partition=part, limit=10_000)
-        if e.tenant_id == tenant
-    ]
-    assert left == [eps[2].id, eps[3].id]
-    got = await store.get_episode(tenant_id=tenant, episode_id=eps[0].id)
-    assert got is not None and got.consolidated_at is not None
-
-
-@pytest.mark.integration
 async def test_pool_without_json_codec_still_works(pg_database: str, tenant: str) -> None:
     pool = await asyncpg.create_pool(pg_database, min_size=0, max_size=1)
     try:

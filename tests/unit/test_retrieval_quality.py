@@ -1,26 +1,13 @@
-"""Quality helpers: neighbour context text, chunking of long texts, lexical query, working-tier ranking."""
+"""Quality helpers: chunking of long texts, lexical query, working-tier ranking."""
 
 from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime, timedelta
 
-import pytest
-
 from core.ids import content_hash
 from core.models import Episode, Role
-from core.retrieval.quality import chunk_texts, lexical_query, neighbour_context_text, working_scores
-
-TURNS = ["t0", "t1", "t2", "t3", "t4"]
-
-
-def test_neighbour_context_excludes_the_turn_and_stops_at_the_session_edges() -> None:
-    assert neighbour_context_text(TURNS, 2) == "t0 t1 t3 t4"
-    assert neighbour_context_text(TURNS, 0) == "t1 t2"
-    assert neighbour_context_text(TURNS, 4, before=1, after=1) == "t3"
-    assert neighbour_context_text(["only"], 0) == ""
-    with pytest.raises(IndexError):
-        neighbour_context_text(TURNS, 5)
+from core.retrieval.quality import chunk_texts, lexical_query, working_scores
 
 
 def test_chunks_are_sentence_windows_prefixed_with_the_heading() -> None:
