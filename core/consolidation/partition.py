@@ -20,10 +20,11 @@ at the named steps in :data:`FAULT_POINTS`.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Literal, Protocol
@@ -98,6 +99,22 @@ class PartitionResult:
 
 
 ProgressHook = Callable[[PartitionResult], None]
+
+CALL_NOTE = "during "
+
+
+@contextlib.contextmanager
+def calling(what: str) -> Iterator[None]:
+    """Name the call in progress on the error it raises: a note ``during <what>, after <s> s`` (the
+    innermost call's only), so that a run record says which call failed, on which store or deployment,
+    and how long it waited, even for a bare ``TimeoutError`` (a Postgres statement's has no message)."""
+    started = time.perf_counter()
+    try:
+        yield
+    except BaseException as exc:
+        if not any(n.startswith(CALL_NOTE) for n in getattr(exc, "__notes__", ())):
+            exc.add_note(f"{CALL_NOTE}{what}, after {time.perf_counter() - started:.1f} s")
+        raise
 
 
 def _window_start(ts: datetime, window_s: int) -> datetime:
@@ -189,10 +206,11 @@ class _PartitionRun:
     async def run_phase(self, *, after: Cursor | None, upto: Cursor | None, advance: bool) -> None:
         cursor = after
         while True:
-            batch = await queries.select_batch(
-                self.conn, self.partition, after=cursor, upto=upto,
-                limit=self.settings.batch_size, timeout_s=self.timeout_s,
-            )  # fmt: skip
+            with calling("selecting a batch of episodes (Postgres)"):
+                batch = await queries.select_batch(
+                    self.conn, self.partition, after=cursor, upto=upto,
+                    limit=self.settings.batch_size, timeout_s=self.timeout_s,
+                )  # fmt: skip
             if not batch:
                 return
             self.fault("after_select")
@@ -203,21 +221,25 @@ class _PartitionRun:
                 return
 
     async def process(self, batch: list[Episode], *, checkpoint: Cursor | None) -> None:
-        canon, dups = await self._dedupe(batch)
+        with calling("looking up consolidated twins (Postgres)"):
+            canon, dups = await self._dedupe(batch)
         spans = self._spans(canon)
         # Twice the window: the turns next to the batch get their vectors rewritten, with their own
         # neighbours folded in (core.consolidation.terms).
         reach = 2 * self.window if self.stores.lexical is not None else self.window
-        context = await queries.session_context(
-            self.conn, spans, before=reach, after=reach, timeout_s=self.timeout_s
-        )
-        summaries = await self._summaries(canon, context)
+        with calling("reading the batch's neighbour turns (Postgres)"):
+            context = await queries.session_context(
+                self.conn, spans, before=reach, after=reach, timeout_s=self.timeout_s
+            )
+        with calling("summarising session windows (summariser)"):
+            summaries = await self._summaries(canon, context)
         chunks = [episode_chunks(ep.content) if self.settings.chunk_long_texts else [] for ep in canon]
         texts = (
             [ep.content for ep in canon] + [m.content for m in summaries] + [c for cs in chunks for c in cs]
         )
         t0 = time.perf_counter()
-        embedded = await embed_in_slices(self.stores.embedder, texts, size=self.settings.embed_slice)
+        with calling(f"embedding {len(texts)} texts (Embedder)"):
+            embedded = await embed_in_slices(self.stores.embedder, texts, size=self.settings.embed_slice)
         self.result.embed_seconds += time.perf_counter() - t0
         self.fault("after_embed")
         points: list[VectorPoint] = []
@@ -247,8 +269,10 @@ class _PartitionRun:
                 for ep in dups
                 for pid in episode_point_ids(ep.tenant_id, str(ep.id), ep.content, self.version)
             ]
-            await self.stores.vectors.delete_ids(stale, collection=self.collection)
-        await self.stores.vectors.upsert(points, collection=self.collection)
+            with calling(f"deleting {len(stale)} points of duplicates (vector index)"):
+                await self.stores.vectors.delete_ids(stale, collection=self.collection)
+        with calling(f"upserting {len(points)} points (vector index)"):
+            await self.stores.vectors.upsert(points, collection=self.collection)
         if terms is not None and terms.changed:
             # Earlier turns next to this batch: their neighbourhood now holds the batch's turns.
             turns = {t.id: t for ts in context.values() for t in ts}
@@ -257,20 +281,12 @@ class _PartitionRun:
                 for tid, vector in terms.changed.items()
                 if vector is not None
             }
-            await self.stores.vectors.update_terms(changed, collection=self.collection)
+            with calling(f"rewriting {len(changed)} neighbours' BM25 vectors (vector index)"):
+                await self.stores.vectors.update_terms(changed, collection=self.collection)
         self.fault("after_upsert")
         self.fault("before_commit")
-        async with self.conn.transaction():
-            marked = await queries.commit_batch(
-                self.conn, partition=self.partition, run_id=self.run_id, episode_ids=[e.id for e in batch],
-                summaries=summaries, checkpoint=checkpoint, timeout_s=self.timeout_s,
-                context_ids=[t.id for turns in context.values() for t in turns],
-                context_sessions=list(context), context_window=self.window,
-            )  # fmt: skip
-            await add_partition_counts(
-                self.conn, self.run_id, self.partition, timeout_s=self.timeout_s,
-                episodes=marked, duplicates=len(dups), summaries=len(summaries), batches=1,
-            )  # fmt: skip
+        with calling("committing the batch (Postgres)"):
+            marked = await self._commit(batch, dups, summaries, context, checkpoint)
         self.fault("after_commit")
         r = self.result
         r.episodes += marked
@@ -281,6 +297,28 @@ class _PartitionRun:
         r.embedded_texts += len(texts)
         if self.progress is not None:
             self.progress(r)
+
+    async def _commit(
+        self,
+        batch: list[Episode],
+        dups: list[Episode],
+        summaries: list[MemoryRecord],
+        context: dict[tuple[str, str], list[ContextTurn]],
+        checkpoint: Cursor | None,
+    ) -> int:
+        """Step 6, one transaction: mark the batch, write summaries, refresh context, advance, count."""
+        async with self.conn.transaction():
+            marked: int = await queries.commit_batch(
+                self.conn, partition=self.partition, run_id=self.run_id, episode_ids=[e.id for e in batch],
+                summaries=summaries, checkpoint=checkpoint, timeout_s=self.timeout_s,
+                context_ids=[t.id for turns in context.values() for t in turns],
+                context_sessions=list(context), context_window=self.window,
+            )  # fmt: skip
+            await add_partition_counts(
+                self.conn, self.run_id, self.partition, timeout_s=self.timeout_s,
+                episodes=marked, duplicates=len(dups), summaries=len(summaries), batches=1,
+            )  # fmt: skip
+        return marked
 
     def _own_terms(self, episode: Episode, terms: SessionTerms | None) -> SparseVector | None:
         if terms is None or self.stores.lexical is None:
@@ -392,9 +430,12 @@ async def consolidate_partition(
     """Consolidate one partition; ``status="locked"`` when another run holds it. Errors propagate."""
     started = time.perf_counter()
     result = PartitionResult(partition=partition)
-    conn: asyncpg.Connection = await stores.pool.acquire(timeout=timeout_s)
+    with calling("acquiring a Postgres connection"):
+        conn: asyncpg.Connection = await stores.pool.acquire(timeout=timeout_s)
     try:
-        if not await queries.try_lock(conn, partition, timeout_s=timeout_s):
+        with calling("taking the partition's lock (Postgres)"):
+            locked = await queries.try_lock(conn, partition, timeout_s=timeout_s)
+        if not locked:
             result.status = "locked"
             log.info("partition %d is locked by another run; skipped", partition)
             return result
@@ -402,9 +443,10 @@ async def consolidate_partition(
             await add_partition_counts(conn, run_id, partition, status="running", timeout_s=timeout_s)
             step = fault or _no_fault
             if stores.buffers is not None:
-                result.drained = await drain_buffers(
-                    stores.buffers, stores.episodic, partition, max_len=buffer_max_len
-                )
+                with calling("draining the session buffers (Redis to Postgres)"):
+                    result.drained = await drain_buffers(
+                        stores.buffers, stores.episodic, partition, max_len=buffer_max_len
+                    )
                 await add_partition_counts(
                     conn, run_id, partition, timeout_s=timeout_s, drained=result.drained
                 )
@@ -414,8 +456,10 @@ async def consolidate_partition(
                 context_window=context_window, timeout_s=timeout_s, fault=step, result=result,
                 progress=progress,
             )  # fmt: skip
-            await work.prepare_collection()
-            mark = await queries.read_checkpoint(conn, partition, timeout_s=timeout_s)
+            with calling("preparing the collection (Embedder, vector index)"):
+                await work.prepare_collection()
+            with calling("reading the partition's checkpoint (Postgres)"):
+                mark = await queries.read_checkpoint(conn, partition, timeout_s=timeout_s)
             await work.run_phase(after=mark, upto=None, advance=True)
             if mark is not None:
                 await work.run_phase(after=None, upto=mark, advance=False)

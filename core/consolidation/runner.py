@@ -19,6 +19,7 @@ import httpx
 
 from core import metrics
 from core.consolidation.partition import (
+    CALL_NOTE,
     FaultHook,
     PartitionResult,
     PartitionStores,
@@ -156,11 +157,14 @@ async def run_partition(
 
 
 def _describe(exc: BaseException, *, waited_s: float) -> str:
-    """The error for the run record; a bare timeout (a Postgres statement's) says how long the pass ran."""
-    text = f"{type(exc).__name__}: {exc}"
-    if isinstance(exc, TimeoutError) and not str(exc):
-        text += f"a store call timed out (pass running for {waited_s:.0f} s)"
-    return text
+    """The error for the run record: the exception, the call it came from and how long that call waited
+    (the note core.consolidation.partition.calling adds), and how long the pass had run."""
+    message = str(exc) or ("no answer in time" if isinstance(exc, TimeoutError) else "no message")
+    text = f"{type(exc).__name__}: {message}"
+    notes = [n for n in getattr(exc, "__notes__", ()) if n.startswith(CALL_NOTE)]
+    if notes:
+        text += f" ({notes[0]})"
+    return text + f"; the pass had run {waited_s:.1f} s"
 
 
 async def run_consolidation(

@@ -249,3 +249,36 @@ async def test_a_pass_that_keeps_timing_out_fails_with_the_call_named(env: Env, 
     assert outcome.status == "failed" and record.status == "failed"
     assert record.counts[str(PARTITION)]["retries"] == 1
     assert "EmbeddingError: Embedder.embed of" in record.errors[0]["error"]
+
+
+class UpsertTimesOut:
+    """The env's vector index, except that an upsert times out the way a stalled call does: a bare
+    ``TimeoutError`` with no message (what asyncio.timeout and asyncpg's statement timeout raise)."""
+
+    def __init__(self, inner: object) -> None:
+        self._inner = inner
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._inner, name)
+
+    async def upsert(self, *args: object, **kwargs: object) -> None:
+        await asyncio.sleep(0.2)
+        raise TimeoutError
+
+
+async def test_a_bare_timeout_names_the_call_the_store_and_the_wait(env: Env, tenant: str) -> None:
+    await seed(env, tenant)
+    settings = env.settings.model_copy(
+        update={"consolidation": env.settings.consolidation.model_copy(update={"partition_retries": 1})}
+    )
+    stores = dataclasses.replace(env.stores, vectors=UpsertTimesOut(env.vectors))  # type: ignore[arg-type]
+    run = await env.runs.create(partitions=[PARTITION], trigger="test")
+    outcome = await run_partition(PARTITION, run_id=run.id, settings=settings, stores=stores, runs=env.runs)
+    record = await env.runs.finish(run.id)
+
+    assert outcome.status == "failed" and record.status == "failed"
+    error = record.errors[0]["error"]
+    assert error.startswith("TimeoutError: no answer in time (during upserting "), error
+    assert "points (vector index), after 0." in error and "; the pass had run " in error
+    retry = record.counts[str(PARTITION)]["last_retry"]
+    assert "during upserting" in retry and "(vector index)" in retry  # the retry said why, too
