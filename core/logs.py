@@ -146,6 +146,28 @@ def _tenant_tag(record: logging.LogRecord) -> str | None:
     return hash_tenant(str(raw)) if raw else None
 
 
+def structured_fields(record: logging.LogRecord) -> dict[str, Any]:
+    """A record's own fields: request_id, tenant (hashed; a raw ``tenant_id`` never leaves), record_ids
+    (capped, with record_ids_total) and every other ``extra=`` value."""
+    out: dict[str, Any] = {}
+    rid = getattr(record, "request_id", None) or current_request_id()
+    if rid:
+        out["request_id"] = rid
+    tenant = _tenant_tag(record)
+    if tenant:
+        out["tenant"] = tenant
+    for key, value in vars(record).items():
+        if key in _STANDARD_ATTRS or key in {"request_id", "tenant", "tenant_id"}:
+            continue
+        if key == "record_ids" and (capped := _cap_ids(value)) is not None:
+            out["record_ids"], total = capped
+            if total > MAX_RECORD_IDS:
+                out["record_ids_total"] = total
+            continue
+        out[key] = value
+    return out
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: ts, level, logger, msg, request_id, tenant (hashed), extras, exc."""
 
@@ -155,28 +177,40 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname,
             "logger": record.name,
             "msg": record.getMessage(),
+            **structured_fields(record),
         }
-        rid = getattr(record, "request_id", None) or current_request_id()
-        if rid:
-            out["request_id"] = rid
-        tenant = _tenant_tag(record)
-        if tenant:
-            out["tenant"] = tenant
-        for key, value in vars(record).items():
-            if key in _STANDARD_ATTRS or key in {"request_id", "tenant", "tenant_id"}:
-                continue
-            if key == "record_ids" and (capped := _cap_ids(value)) is not None:
-                out["record_ids"], total = capped
-                if total > MAX_RECORD_IDS:
-                    out["record_ids_total"] = total
-                continue
-            out[key] = value
         if record.exc_info and not record.exc_text:
             record.exc_text = self.formatException(record.exc_info)
         if record.exc_text:
             out["exc"] = record.exc_text
         # Defence in depth: the filter already scrubbed the parts; scrub the whole line once more.
         return redact(jsonlib.dumps(out, default=str, ensure_ascii=False))
+
+
+class ForwardingHandler(logging.Handler):
+    """Hands each record to ``sink``'s handlers as a structured record: the message as text, and
+    request_id, tenant (hashed), logger and every ``extra=`` field as attributes with JSON-safe values.
+
+    Inside a Ray Serve replica the sink is Serve's logger: its JSON log file then holds each of the app's
+    records as one object whose fields are top-level keys (through stderr, Serve would store the app's
+    JSON line as the text of its ``message``).
+    """
+
+    def __init__(self, sink: logging.Logger) -> None:
+        super().__init__()
+        self._sink = sink
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            fields = jsonlib.loads(jsonlib.dumps(structured_fields(record), default=str, ensure_ascii=False))
+            standard = {k: v for k, v in vars(record).items() if k in _STANDARD_ATTRS}
+            out = logging.makeLogRecord(standard)
+            out.msg, out.args = record.getMessage(), None
+            for key, value in {"logger": record.name, **fields}.items():
+                setattr(out, key, value)
+            self._sink.handle(out)
+        except Exception:
+            self.handleError(record)
 
 
 class _PlainFormatter(logging.Formatter):
@@ -205,18 +239,29 @@ class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
         pass
 
 
-def configure_logging(level: str = "INFO", *, json: bool = True, stream: TextIO | None = None) -> None:
+def configure_logging(
+    level: str = "INFO",
+    *,
+    json: bool = True,
+    stream: TextIO | None = None,
+    sink: logging.Logger | None = None,
+) -> None:
     """Install (or replace) hybridmem's root handler: JSON or plain lines on ``stream`` (default: the
-    process's stderr, looked up at each record)."""
+    process's stderr, looked up at each record), or, with ``sink``, structured records handed to that
+    logger's handlers (:class:`ForwardingHandler`; a Serve replica's log file)."""
     root = logging.getLogger()
-    for handler in list(root.handlers):
-        if handler.get_name() == _HANDLER_NAME:
-            root.removeHandler(handler)
-    handler = logging.StreamHandler(stream) if stream is not None else _StderrHandler()
+    for old in list(root.handlers):
+        if old.get_name() == _HANDLER_NAME:
+            root.removeHandler(old)
+    handler: logging.Handler
+    if sink is not None:
+        handler = ForwardingHandler(sink)
+    else:
+        handler = logging.StreamHandler(stream) if stream is not None else _StderrHandler()
+        plain = "%(asctime)s %(levelname)s %(name)s [%(request_id_text)s] %(message)s"
+        handler.setFormatter(JsonFormatter() if json else _PlainFormatter(plain))
     handler.set_name(_HANDLER_NAME)
     handler.addFilter(RedactingFilter())
-    plain = "%(asctime)s %(levelname)s %(name)s [%(request_id_text)s] %(message)s"
-    handler.setFormatter(JsonFormatter() if json else _PlainFormatter(plain))
     root.addHandler(handler)
     root.setLevel(level.upper())
 

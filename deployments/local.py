@@ -64,11 +64,14 @@ def local_app(
         log_to_driver=False,
     )
     try:
-        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        # As serve_config.yaml (make run, serve deploy): replica logs as JSON objects, one per line.
+        logging_config = {"encoding": "JSON", "log_level": "INFO"}
+        serve.start(http_options={"host": "127.0.0.1", "port": port}, logging_config=logging_config)
         serve.run(
             compose_app(AppArgs(settings=settings), deployment_options=deployment_options),
             name="hybridmem",
             route_prefix="/",
+            logging_config=logging_config,
         )
         base_url = f"http://127.0.0.1:{port}"
         wait_ready(base_url)

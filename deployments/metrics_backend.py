@@ -154,10 +154,55 @@ def install_ray_metrics() -> bool:
     return True
 
 
+LOG_FLUSH_INTERVAL_S = 1.0
+_flusher_started = False
+
+
+def serve_log_sink() -> logging.Logger | None:
+    """Serve's logger when this process is a Serve replica that writes a log file (the app's records go
+    there as structured records, see core.logs.ForwardingHandler); None elsewhere (stderr).
+
+    Serve buffers a replica's records in memory (1,000 of them with ``RAY_SERVE_THROUGHPUT_OPTIMIZED``)
+    and writes them when the buffer is full or an ERROR arrives, so a replica that dies takes its last
+    records with it, and a quiet one shows an empty log. A daemon thread here writes the buffer out
+    every ``LOG_FLUSH_INTERVAL_S``: the log is at most that far behind, and the request path still
+    never waits on the file."""
+    from ray import serve
+    from ray.serve.exceptions import RayServeException
+
+    try:
+        serve.get_replica_context()
+    except RayServeException:
+        return None
+    sink = logging.getLogger("ray.serve")
+    if not sink.handlers:
+        return None
+    _start_log_flusher(sink)
+    return sink
+
+
+def _start_log_flusher(sink: logging.Logger) -> None:
+    global _flusher_started
+    if _flusher_started:
+        return
+    _flusher_started = True
+
+    def flush_forever() -> None:
+        while True:
+            time.sleep(LOG_FLUSH_INTERVAL_S)
+            for handler in list(sink.handlers):
+                try:
+                    handler.flush()
+                except Exception:  # a rotating file mid-rollover, say: the next tick retries
+                    continue
+
+    threading.Thread(target=flush_forever, name="hybridmem-log-flush", daemon=True).start()
+
+
 def init_observability(settings: Settings) -> None:
     """JSON logs at the configured level, Ray-published metrics and, when configured, memory tracing:
     one call per Ray process."""
-    configure_logging(settings.log_level, json=settings.log_json)
+    configure_logging(settings.log_level, json=settings.log_json, sink=serve_log_sink())
     install_ray_metrics()
     if settings.memtrace_interval_s:
         start_memtrace(settings.memtrace_interval_s, process=_process_name())

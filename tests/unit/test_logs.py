@@ -248,3 +248,40 @@ def test_the_default_handler_writes_to_the_stderr_in_place_when_it_logs(
     finally:
         root.handlers[:] = saved_handlers
         root.setLevel(saved_level)
+
+
+def test_forwarded_records_are_structured_for_a_json_sink() -> None:
+    """In a Serve replica the app's records go to Serve's logger: fields as attributes, not a JSON string."""
+    import uuid
+
+    sink = logging.getLogger(f"tests.sink.{uuid.uuid4().hex[:6]}")
+    sink.propagate = False
+    got: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            got.append(record)
+
+    sink.addHandler(Keep())
+    root = logging.getLogger()
+    saved_handlers, saved_level = list(root.handlers), root.level
+    key = new_api_key()
+    try:
+        configure_logging("INFO", sink=sink)
+        with request_scope("req-fwd", tenant_id="acme-corp"):
+            log.info(
+                "stored with %s", f"Authorization: Bearer {key}",
+                extra={"store": "postgres", "record_ids": [uuid.uuid4() for _ in range(30)], "n": 3},
+            )  # fmt: skip
+    finally:
+        root.handlers[:] = saved_handlers
+        root.setLevel(saved_level)
+    (record,) = got
+    assert record.getMessage() == "stored with Authorization: [REDACTED]"
+    assert key not in record.getMessage()
+    fields = vars(record)
+    assert fields["request_id"] == "req-fwd" and fields["tenant"] == hash_tenant("acme-corp")
+    assert "tenant_id" not in fields and fields["logger"] == "tests.logs" and fields["store"] == "postgres"
+    assert len(fields["record_ids"]) == MAX_RECORD_IDS and fields["record_ids_total"] == 30
+    assert all(isinstance(i, str) for i in fields["record_ids"])  # JSON-safe for Serve's json.dumps
+    assert json.loads(json.dumps({k: fields[k] for k in ("record_ids", "n", "tenant")}))["n"] == 3

@@ -221,6 +221,33 @@ def test_the_readme_tour_context_holds_each_fact_once(app_server: AppServer) -> 
     assert ctx["tokens_used"] <= 256
 
 
+def test_replica_logs_hold_the_apps_records_as_json_objects(app_server: AppServer) -> None:
+    """The app's structured records reach Serve's replica log files as objects whose fields are top-level
+    keys (not the app's JSON line as the text of Serve's ``message``), with the caller's request id."""
+    import ray
+
+    rid = f"logs-{uuid.uuid4().hex[:12]}"
+    ep = {"agent_id": "logs", "session_id": rid, "content": "A line to find in the replica logs."}
+    with app_server.client("a_rw") as rw:
+        assert rw.post("/v1/episodes", json=ep, headers={"X-Request-ID": rid}).status_code == 201
+    logs = Path(ray._private.worker._global_node.get_logs_dir_path()) / "serve"  # type: ignore[attr-defined]
+    deadline = time.monotonic() + 20
+    mine: list[dict[str, object]] = []
+    while not mine and time.monotonic() < deadline:
+        for path in logs.glob("replica_hybridmem_Ingress_*.log"):
+            for line in path.read_text(errors="replace").splitlines():
+                if rid in line and line.startswith("{"):
+                    record = json.loads(line)
+                    if record.get("store") == "postgres":
+                        mine.append(record)
+        time.sleep(0.5)
+    assert mine, f"no structured record with request id {rid} in {sorted(p.name for p in logs.iterdir())}"
+    record = mine[0]
+    assert record["request_id"] == rid and record["operation"] and record["logger"] == "hybridmem.store"
+    assert record["tenant"] and "tenant_id" not in record
+    assert not str(record["message"]).lstrip().startswith("{"), record  # plain text, not a JSON string
+
+
 def test_cli_ingest_file_is_batched_and_idempotent(app_server: AppServer, tmp_path: Path) -> None:
     from deployments.cli import main
 
