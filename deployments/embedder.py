@@ -13,6 +13,7 @@ import contextlib
 import itertools
 import logging
 import math
+import re
 import time
 from collections.abc import Sequence
 from typing import Any, cast
@@ -35,6 +36,7 @@ from deployments.metrics_backend import init_observability
 from deployments.remote import call
 
 log = logging.getLogger(__name__)
+REDIS_CLIENT_NAME = "hybridmem-embedder"  # CLIENT LIST shows whose connections these are
 
 DEFAULT_MAX_BATCH_SIZE = 64
 DEFAULT_BATCH_WAIT_TIMEOUT_S = 0.005
@@ -128,6 +130,9 @@ class Embedder:
                 self._settings.redis.url,
                 socket_timeout=self._settings.redis.socket_timeout_s,
                 socket_connect_timeout=self._settings.redis.socket_timeout_s,
+                client_name=re.sub(
+                    r"[^\w:.-]", "_", f"{REDIS_CLIENT_NAME}:{self._settings.redis.key_prefix}"
+                ),
             )
             cache = RedisEmbeddingCache(
                 self._redis, prefix=self._settings.redis.key_prefix, ttl_s=emb.cache_ttl_s
@@ -135,6 +140,18 @@ class Embedder:
             self._front = CachedEmbedder(self._front, cache)
         version = await self._model.model_version()
         log.info("Embedder replica ready", extra={"model": version.key, "cache": self._redis is not None})
+
+    async def __del__(self) -> None:
+        """Serve's replica shutdown hook: the cache's Redis client and the model's own resources (the
+        Ollama fallback's HTTP client, say) are closed, not left to the process's exit."""
+        if self._redis is not None:
+            await self._redis.aclose()
+        aclose = getattr(self._model, "aclose", None)
+        close = getattr(self._model, "close", None)
+        if aclose is not None:
+            await aclose()
+        elif close is not None:
+            await asyncio.to_thread(close)  # waits for a batch in flight: off the event loop
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         """Retune batching at run time (``user_config`` in serve_config.yaml or ``.options()``)."""
