@@ -46,6 +46,7 @@ TABLES = (
     "episodes",
     "transcripts",
     "memory_records",
+    "memory_versions",
     "consolidation_runs",
     "consolidation_checkpoints",
     "episodes_archive",

@@ -14,6 +14,7 @@ from core.models import (
     Episode,
     JsonDict,
     MemoryRecord,
+    MemoryVersion,
     ModelVersion,
     ScratchpadEntry,
     SparseVector,
@@ -90,7 +91,10 @@ class EpisodicStore(Protocol):
 
     async def get_transcript(self, *, tenant_id: str, transcript_id: uuid.UUID) -> Transcript | None: ...
 
-    async def upsert_memories(self, records: Sequence[MemoryRecord]) -> None: ...
+    async def upsert_memories(
+        self, records: Sequence[MemoryRecord], *, changed_by: str | None = None
+    ) -> None:
+        """Insert or update by id; each written memory's new state becomes its next version."""
 
     async def get_memory(self, *, tenant_id: str, memory_id: uuid.UUID) -> MemoryRecord | None: ...
 
@@ -107,7 +111,13 @@ class EpisodicStore(Protocol):
         limit: int = 100,
     ) -> list[MemoryRecord]: ...
 
-    async def delete_memories(self, *, tenant_id: str, memory_ids: Sequence[uuid.UUID]) -> int: ...
+    async def delete_memories(
+        self, *, tenant_id: str, memory_ids: Sequence[uuid.UUID], changed_by: str | None = None
+    ) -> int:
+        """Delete; each deleted memory is recorded as a last ``delete`` version. Returns how many."""
+
+    async def memory_history(self, *, tenant_id: str, memory_id: uuid.UUID) -> list[MemoryVersion]:
+        """Every version of the memory, oldest first ([] when none was recorded)."""
 
     async def ping(self) -> None: ...
 

@@ -18,7 +18,15 @@ from typing import Any, Literal
 from core.embedding.types import TextEmbedder
 from core.errors import InvalidInput, NotFound, StoreUnavailable
 from core.ids import content_hash, deterministic_id, hash_tenant, partition_of
-from core.models import Episode, HealthReport, MemoryRecord, ScratchpadEntry, Transcript, TranscriptTurn
+from core.models import (
+    Episode,
+    HealthReport,
+    MemoryRecord,
+    MemoryVersion,
+    ScratchpadEntry,
+    Transcript,
+    TranscriptTurn,
+)
 from core.points import memory_point
 from core.ports import EpisodicStore, VectorIndex, WorkingStore
 from core.retrieval.bm25_sparse import bm25_sparse
@@ -271,13 +279,21 @@ class HybridMemoryService:
 
     # ---- semantic memories ----------------------------------------------------------------------
 
-    async def upsert_memory(self, tenant_id: str, item: MemoryIn) -> MemoryRecord:
-        return (await self.upsert_memories(tenant_id, [item], field="memory"))[0]
+    async def upsert_memory(
+        self, tenant_id: str, item: MemoryIn, *, changed_by: str | None = None
+    ) -> MemoryRecord:
+        return (await self.upsert_memories(tenant_id, [item], field="memory", changed_by=changed_by))[0]
 
     async def upsert_memories(
-        self, tenant_id: str, items: Sequence[MemoryIn], *, field: str = "memories"
+        self,
+        tenant_id: str,
+        items: Sequence[MemoryIn],
+        *,
+        field: str = "memories",
+        changed_by: str | None = None,
     ) -> list[MemoryRecord]:
-        """Durable in Postgres first (the ack), then embedded and indexed; replays overwrite in place."""
+        """Durable in Postgres first (the ack), then embedded and indexed; replays overwrite in place. Each
+        write is also a new version of the memory (``memory_history``), with ``changed_by`` (a key name)."""
         check_batch(field, len(items), self._limits)
         for i, item in enumerate(items):
             check_memory(f"{field}[{i}]" if field == "memories" else field, item, self._limits)
@@ -301,24 +317,24 @@ class HybridMemoryService:
             for mid, item in zip(ids, items, strict=True)
         ]
         was_indexed = {mid for mid, m in known.items() if m.indexed}
-        return await self._index_memories(records, was_indexed=was_indexed)
+        return await self._index_memories(records, was_indexed=was_indexed, changed_by=changed_by)
 
     async def _index_memories(
-        self, records: list[MemoryRecord], *, was_indexed: set[uuid.UUID]
+        self, records: list[MemoryRecord], *, was_indexed: set[uuid.UUID], changed_by: str | None
     ) -> list[MemoryRecord]:
         """Postgres first (the ack), then the indexed records embedded and upserted. A record written
         with ``index`` false has no vector: one it had before is deleted after the commit."""
         records = [r if r.indexed else r.model_copy(update={"model_version": None}) for r in records]
         indexed = [r for r in records if r.indexed]
         if self._embedder is None or self._vectors is None or not indexed:
-            await self._episodic.upsert_memories(records)
+            await self._episodic.upsert_memories(records, changed_by=changed_by)
             await self._drop_vectors([r for r in records if not r.indexed and r.id in was_indexed])
             return records
         result = await self._embedder.embed([r.content for r in indexed])
         version = result.version
         stamped = {r.id: r.model_copy(update={"model_version": version.key}) for r in indexed}
         records = [stamped.get(r.id, r) for r in records]
-        await self._episodic.upsert_memories(records)
+        await self._episodic.upsert_memories(records, changed_by=changed_by)
         await self._drop_vectors([r for r in records if not r.indexed and r.id in was_indexed])
         collection = await self._vectors.ensure_collection(version)
         await self._vectors.upsert(
@@ -341,7 +357,9 @@ class HybridMemoryService:
             [deterministic_id(r.tenant_id, "memory", str(r.id), live) for r in records]
         )
 
-    async def patch_memory(self, tenant_id: str, memory_id: uuid.UUID, patch: MemoryPatch) -> MemoryRecord:
+    async def patch_memory(
+        self, tenant_id: str, memory_id: uuid.UUID, patch: MemoryPatch, *, changed_by: str | None = None
+    ) -> MemoryRecord:
         check_memory("memory", patch, self._limits)
         current = await self.get_memory(tenant_id, memory_id)
         changes = patch.model_dump(exclude_none=True)
@@ -349,7 +367,7 @@ class HybridMemoryService:
             changes["indexed"] = changes.pop("index")
         updated = current.model_copy(update={**changes, "updated_at": datetime.now(UTC)})
         was_indexed = {current.id} if current.indexed else set()
-        return (await self._index_memories([updated], was_indexed=was_indexed))[0]
+        return (await self._index_memories([updated], was_indexed=was_indexed, changed_by=changed_by))[0]
 
     async def get_memory(self, tenant_id: str, memory_id: uuid.UUID) -> MemoryRecord:
         rec = await self._episodic.get_memory(tenant_id=tenant_id, memory_id=memory_id)
@@ -369,9 +387,22 @@ class HybridMemoryService:
             tenant_id=tenant_id, agent_id=agent_id, after=after, limit=limit
         )
 
-    async def delete_memory(self, tenant_id: str, memory_id: uuid.UUID) -> None:
-        """Cascade across tiers: the Postgres record and every vector of it, in every model version."""
-        removed = await self._episodic.delete_memories(tenant_id=tenant_id, memory_ids=[memory_id])
+    async def memory_history(self, tenant_id: str, memory_id: uuid.UUID) -> list[MemoryVersion]:
+        """Every version of a memory, oldest first, a delete included; NotFound when the tenant has
+        neither the memory nor a recorded version of it."""
+        versions = await self._episodic.memory_history(tenant_id=tenant_id, memory_id=memory_id)
+        if not versions:
+            await self.get_memory(tenant_id, memory_id)  # NotFound, or a memory written before versions
+        return versions
+
+    async def delete_memory(
+        self, tenant_id: str, memory_id: uuid.UUID, *, changed_by: str | None = None
+    ) -> None:
+        """Cascade across tiers: the Postgres record and every vector of it, in every model version. The
+        deleted state stays in the memory's history as its last version."""
+        removed = await self._episodic.delete_memories(
+            tenant_id=tenant_id, memory_ids=[memory_id], changed_by=changed_by
+        )
         if not removed:
             raise NotFound("memory", str(memory_id))
         if self._vectors is not None:

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from core.errors import InvalidInput, StoreUnavailable
-from core.models import Episode, MemoryRecord, ScratchpadEntry, Transcript
+from core.models import Episode, MemoryRecord, MemoryVersion, ScratchpadEntry, Transcript
 
 _WORD = re.compile(r"\w+")
 _STOPWORDS = frozenset(
@@ -205,6 +205,7 @@ class InMemoryEpisodicStore:
         self.episodes: dict[uuid.UUID, Episode] = {}
         self.transcripts: dict[uuid.UUID, Transcript] = {}
         self.memories: dict[uuid.UUID, MemoryRecord] = {}
+        self.versions: dict[tuple[str, uuid.UUID], list[MemoryVersion]] = {}
 
     def _check(self) -> None:
         if not self.available:
@@ -286,15 +287,33 @@ class InMemoryEpisodicStore:
         t = self.transcripts.get(transcript_id)
         return t if t is not None and t.tenant_id == tenant_id else None
 
-    async def upsert_memories(self, records: Sequence[MemoryRecord]) -> None:
+    async def upsert_memories(
+        self, records: Sequence[MemoryRecord], *, changed_by: str | None = None
+    ) -> None:
         self._check()
-        for rec in records:
+        latest = {rec.id: rec for rec in records}
+        for rec in latest.values():
             old = self.memories.get(rec.id)
             if old is not None and old.tenant_id != rec.tenant_id:
                 continue
             if old is not None:
                 rec = rec.model_copy(update={"created_at": old.created_at})
             self.memories[rec.id] = rec
+            self._version(rec, "update" if old is not None else "create", rec.updated_at, changed_by)
+
+    def _version(self, rec: MemoryRecord, op: str, at: datetime, changed_by: str | None) -> None:
+        versions = self.versions.setdefault((rec.tenant_id, rec.id), [])
+        versions.append(
+            MemoryVersion(
+                memory_id=rec.id, version=len(versions) + 1, op=op, agent_id=rec.agent_id,  # type: ignore[arg-type]
+                session_id=rec.session_id, kind=rec.kind, content=rec.content, metadata=rec.metadata,
+                source_ids=rec.source_ids, indexed=rec.indexed, changed_at=at, changed_by=changed_by,
+            )
+        )  # fmt: skip
+
+    async def memory_history(self, *, tenant_id: str, memory_id: uuid.UUID) -> list[MemoryVersion]:
+        self._check()
+        return list(self.versions.get((tenant_id, memory_id), []))
 
     async def get_memory(self, *, tenant_id: str, memory_id: uuid.UUID) -> MemoryRecord | None:
         self._check()
@@ -327,13 +346,16 @@ class InMemoryEpisodicStore:
         )
         return found[:limit]
 
-    async def delete_memories(self, *, tenant_id: str, memory_ids: Sequence[uuid.UUID]) -> int:
+    async def delete_memories(
+        self, *, tenant_id: str, memory_ids: Sequence[uuid.UUID], changed_by: str | None = None
+    ) -> int:
         self._check()
         gone = 0
         for mid in set(memory_ids):
             m = self.memories.get(mid)
             if m is not None and m.tenant_id == tenant_id:
                 del self.memories[mid]
+                self._version(m, "delete", datetime.now(UTC), changed_by)
                 gone += 1
         return gone
 

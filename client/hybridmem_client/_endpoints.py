@@ -23,6 +23,7 @@ from hybridmem_client.models import (
     MemoryIn,
     MemoryPatch,
     MemoryRecord,
+    MemoryVersion,
     Role,
     ScratchpadEntry,
     Transcript,
@@ -291,6 +292,12 @@ class ApiMethods:
         body = _body(patch, MemoryPatch)
         path = f"/v1/memories/{_seg(memory_id)}"
         return self._call(Request("PATCH", path, json=body), _parser(MemoryRecord))
+
+    @endpoint
+    def memory_history(self, memory_id: Id) -> Flow[list[MemoryVersion]]:
+        """Every version of a memory, oldest first: each create and update, and the delete."""
+        path = f"/v1/memories/{_seg(memory_id)}/history"
+        return self._call(Request("GET", path), _parser(list[MemoryVersion]))
 
     @endpoint
     def delete_memory(self, memory_id: Id) -> Flow[None]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -99,6 +99,24 @@ class MemoryRecord(Frozen):
     created_at: datetime
     updated_at: datetime
     indexed: bool = Field(True, description="False: stored and listed, never embedded or searched")
+
+
+class MemoryVersion(Frozen):
+    """One state a memory was written in: ``op`` create, update or delete (the deleted state), numbered
+    from 1, with when and by which API key (its name)."""
+
+    memory_id: uuid.UUID
+    version: int
+    op: Literal["create", "update", "delete"]
+    agent_id: str
+    session_id: str | None = None
+    kind: str
+    content: str
+    metadata: JsonDict = Field(default_factory=dict)
+    source_ids: list[str] = Field(default_factory=list)
+    indexed: bool = True
+    changed_at: datetime
+    changed_by: str | None = None
 
 
 class ScoredSnippet(Frozen):

@@ -18,7 +18,7 @@ import asyncpg
 
 from core.errors import InvalidInput, StoreUnavailable
 from core.ids import content_hash
-from core.models import Episode, MemoryRecord, Transcript, TranscriptTurn
+from core.models import Episode, MemoryRecord, MemoryVersion, Transcript, TranscriptTurn
 
 SearchMode = Literal["any", "all"]
 
@@ -56,6 +56,32 @@ ON CONFLICT (id) DO UPDATE SET
     model_version = EXCLUDED.model_version, content_hash = EXCLUDED.content_hash,
     updated_at = EXCLUDED.updated_at, indexed = EXCLUDED.indexed
 WHERE memory_records.tenant_id = EXCLUDED.tenant_id
+RETURNING id, (xmax = 0) AS inserted
+"""
+# Each written memory's new state as its next version (the same transaction as the write).
+_VERSION_COLS = (
+    "tenant_id, memory_id, version, op, agent_id, session_id, kind, content, metadata, source_ids, "
+    "indexed, changed_at, changed_by"
+)
+_NEXT_VERSION = (
+    "COALESCE((SELECT max(v.version) FROM memory_versions v "
+    "WHERE v.tenant_id = m.tenant_id AND v.memory_id = m.id), 0) + 1"
+)
+_RECORD_VERSIONS = f"""
+INSERT INTO memory_versions ({_VERSION_COLS})
+SELECT m.tenant_id, m.id, {_NEXT_VERSION},
+       CASE WHEN m.id = ANY($2::uuid[]) THEN 'create' ELSE 'update' END,
+       m.agent_id, m.session_id, m.kind, m.content, m.metadata, m.source_ids, m.indexed, m.updated_at, $3
+FROM memory_records m WHERE m.id = ANY($1::uuid[])
+"""
+# A delete is recorded as a last version holding the deleted state.
+_DELETE_MEMORIES = f"""
+WITH m AS (DELETE FROM memory_records WHERE tenant_id = $1 AND id = ANY($2::uuid[]) RETURNING *)
+INSERT INTO memory_versions ({_VERSION_COLS})
+SELECT m.tenant_id, m.id, {_NEXT_VERSION}, 'delete', m.agent_id, m.session_id, m.kind, m.content,
+       m.metadata, m.source_ids, m.indexed, now(), $3
+FROM m
+RETURNING memory_id
 """
 # "any": OR of the query's lexemes (recall for natural-language questions); "all": websearch syntax.
 # An all-stopword query gives an empty tsquery (numnode 0), which matches nothing.
@@ -298,8 +324,12 @@ class PostgresEpisodeStore:
 
     # -- memory records ---------------------------------------------------------------------------
 
-    async def upsert_memories(self, records: Sequence[MemoryRecord]) -> None:
-        """Insert or update by id (last one wins within a batch); a row of another tenant is never touched."""
+    async def upsert_memories(
+        self, records: Sequence[MemoryRecord], *, changed_by: str | None = None
+    ) -> None:
+        """Insert or update by id (last one wins within a batch); a row of another tenant is never touched.
+        Each written memory's new state becomes its next version (``memory_history``), in the same
+        transaction, with ``changed_by`` (an API key's name)."""
         latest = {rec.id: rec for rec in records}
         if not latest:
             return
@@ -314,7 +344,14 @@ class PostgresEpisodeStore:
                 col.append(value)
         with self._translate():
             async with self._pool.acquire(timeout=self._timeout_s) as conn, conn.transaction():
-                await conn.execute(_UPSERT_MEMORIES, *cols, timeout=self._timeout_s)
+                written = await conn.fetch(_UPSERT_MEMORIES, *cols, timeout=self._timeout_s)
+                await conn.execute(
+                    _RECORD_VERSIONS,
+                    [r["id"] for r in written],
+                    [r["id"] for r in written if r["inserted"]],
+                    changed_by,
+                    timeout=self._timeout_s,
+                )
 
     async def get_memory(self, *, tenant_id: str, memory_id: uuid.UUID) -> MemoryRecord | None:
         rows = await self._fetch(
@@ -352,12 +389,37 @@ class PostgresEpisodeStore:
         )  # fmt: skip
         return [_memory(r) for r in rows]
 
-    async def delete_memories(self, *, tenant_id: str, memory_ids: Sequence[uuid.UUID]) -> int:
-        status = await self._execute(
-            "DELETE FROM memory_records WHERE tenant_id = $1 AND id = ANY($2::uuid[])",
-            tenant_id, list(memory_ids),
+    async def delete_memories(
+        self, *, tenant_id: str, memory_ids: Sequence[uuid.UUID], changed_by: str | None = None
+    ) -> int:
+        """Delete the tenant's memories among ``memory_ids``, each recorded as a last ``delete`` version."""
+        rows = await self._fetch(_DELETE_MEMORIES, tenant_id, list(memory_ids), changed_by)
+        return len(rows)
+
+    async def memory_history(self, *, tenant_id: str, memory_id: uuid.UUID) -> list[MemoryVersion]:
+        """Every version of the tenant's memory, oldest first ([] when it has none)."""
+        rows = await self._fetch(
+            f"""SELECT {_VERSION_COLS} FROM memory_versions
+                WHERE tenant_id = $1 AND memory_id = $2 ORDER BY version""",
+            tenant_id, memory_id,
         )  # fmt: skip
-        return int(status.split()[-1])
+        return [
+            MemoryVersion(
+                memory_id=r["memory_id"],
+                version=r["version"],
+                op=r["op"],
+                agent_id=r["agent_id"],
+                session_id=r["session_id"],
+                kind=r["kind"],
+                content=r["content"],
+                metadata=_json(r["metadata"]),
+                source_ids=list(r["source_ids"]),
+                indexed=r["indexed"],
+                changed_at=r["changed_at"],
+                changed_by=r["changed_by"],
+            )
+            for r in rows
+        ]
 
     # -- full-text search -------------------------------------------------------------------------
 

@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Response
 from pydantic import BaseModel, Field
 
-from core.models import MemoryRecord, ScratchpadEntry
+from core.models import MemoryRecord, MemoryVersion, ScratchpadEntry
 from core.schemas import MemoryIn, MemoryPatch, ScratchpadIn
 from deployments.http.deps import Ctx, Reader, Writer, decode_cursor, encode_cursor
 
@@ -68,12 +68,12 @@ async def list_scratchpad(
 
 @router.post("/memories", status_code=201, response_model=MemoryRecord, summary="Create or replace a memory")
 async def create_memory(body: MemoryIn, ctx: Ctx, who: Writer) -> MemoryRecord:
-    return await ctx.service.upsert_memory(who.tenant_id, body)
+    return await ctx.service.upsert_memory(who.tenant_id, body, changed_by=who.key_name)
 
 
 @router.post("/memories/batch", status_code=201, response_model=list[MemoryRecord], summary="Upsert memories")
 async def create_memories(body: MemoryBatchIn, ctx: Ctx, who: Writer) -> list[MemoryRecord]:
-    return await ctx.service.upsert_memories(who.tenant_id, body.memories)
+    return await ctx.service.upsert_memories(who.tenant_id, body.memories, changed_by=who.key_name)
 
 
 @router.get("/memories", response_model=MemoryPage, summary="List memories (keyset pagination)")
@@ -98,10 +98,19 @@ async def get_memory(memory_id: uuid.UUID, ctx: Ctx, who: Reader) -> MemoryRecor
 
 @router.patch("/memories/{memory_id}", response_model=MemoryRecord, summary="Update a memory (re-indexed)")
 async def patch_memory(memory_id: uuid.UUID, body: MemoryPatch, ctx: Ctx, who: Writer) -> MemoryRecord:
-    return await ctx.service.patch_memory(who.tenant_id, memory_id, body)
+    return await ctx.service.patch_memory(who.tenant_id, memory_id, body, changed_by=who.key_name)
 
 
 @router.delete("/memories/{memory_id}", status_code=204, summary="Delete a memory from every tier")
 async def delete_memory(memory_id: uuid.UUID, ctx: Ctx, who: Writer) -> Response:
-    await ctx.service.delete_memory(who.tenant_id, memory_id)
+    await ctx.service.delete_memory(who.tenant_id, memory_id, changed_by=who.key_name)
     return Response(status_code=204)
+
+
+@router.get(
+    "/memories/{memory_id}/history",
+    response_model=list[MemoryVersion],
+    summary="Every version of a memory (creates, updates, the delete), oldest first",
+)
+async def memory_history(memory_id: uuid.UUID, ctx: Ctx, who: Reader) -> list[MemoryVersion]:
+    return await ctx.service.memory_history(who.tenant_id, memory_id)

@@ -166,6 +166,29 @@ async def test_memories_upsert_get_list_delete(store: Any, tenant: str) -> None:
     assert len(await store.list_memories(tenant_id=tenant)) == 3
 
 
+async def test_every_memory_write_is_a_version_and_a_delete_is_the_last(store: Any, tenant: str) -> None:
+    first = memory(tenant, 1, content="The user's budget is 150 EUR a night.")
+    await store.upsert_memories([first], changed_by="key-a")
+    second = first.model_copy(
+        update={"content": "The budget is now 200 EUR.", "updated_at": T0 + timedelta(days=1)}
+    )
+    await store.upsert_memories([second], changed_by="key-b")
+    # Another tenant's write under the same id is refused, and leaves no version here.
+    await store.upsert_memories([second.model_copy(update={"tenant_id": tenant + "-x", "content": "evil"})])
+    assert await store.delete_memories(tenant_id=tenant, memory_ids=[first.id], changed_by="key-c") == 1
+
+    history = await store.memory_history(tenant_id=tenant, memory_id=first.id)
+    assert [(v.version, v.op, v.content, v.changed_by) for v in history] == [
+        (1, "create", "The user's budget is 150 EUR a night.", "key-a"),
+        (2, "update", "The budget is now 200 EUR.", "key-b"),
+        (3, "delete", "The budget is now 200 EUR.", "key-c"),
+    ]
+    assert history[0].changed_at == first.updated_at and history[1].changed_at == second.updated_at
+    assert history[0].metadata == {"n": 1} and history[0].source_ids == first.source_ids
+    assert await store.get_memory(tenant_id=tenant, memory_id=first.id) is None  # gone, its history kept
+    assert await store.memory_history(tenant_id=tenant + "-x", memory_id=first.id) == []
+
+
 async def test_hostile_strings_round_trip_and_stay_isolated(store: Any) -> None:
     base = uuid.uuid4().hex[:8]
     tenants = [base + h for h in HOSTILE]

@@ -30,6 +30,7 @@ PUBLIC = [
     "MemoryIn",
     "MemoryPatch",
     "MemoryRecord",
+    "MemoryVersion",
     "NotFound",
     "Page",
     "PayloadTooLarge",

@@ -334,3 +334,29 @@ def test_bench_cli_writes_its_result_with_provenance(
     prov = saved["provenance"]
     assert prov["commit"] and prov["cpus"] >= 1 and prov["duration_s"] >= 0
     assert prov["measured_at"].endswith("+00:00")
+
+
+def test_memory_history_keeps_every_version_and_the_delete(app_server: AppServer) -> None:
+    from hybridmem_client import HybridMemClient, NotFound
+
+    agent = f"hist-{uuid.uuid4().hex[:8]}"
+    with HybridMemClient(app_server.base_url, app_server.keys["a_rw"]) as hm:
+        created = hm.create_memory(agent_id=agent, content="The user's budget is 150 EUR a night.", id=agent)
+        hm.patch_memory(created.id, content="The user's budget is 200 EUR a night now.")
+        hm.create_memory(agent_id=agent, content="Budget: 250 EUR.", id=agent, kind="preference")  # replace
+        hm.delete_memory(created.id)
+        history = hm.memory_history(created.id)
+        with pytest.raises(NotFound):
+            hm.get_memory(created.id)
+    assert [(v.version, v.op, v.content, v.changed_by) for v in history] == [
+        (1, "create", "The user's budget is 150 EUR a night.", "a_rw"),
+        (2, "update", "The user's budget is 200 EUR a night now.", "a_rw"),
+        (3, "update", "Budget: 250 EUR.", "a_rw"),
+        (4, "delete", "Budget: 250 EUR.", "a_rw"),
+    ]
+    assert history[2].kind == "preference" and all(v.memory_id == created.id for v in history)
+    with app_server.client("b_rw") as other:  # another tenant sees nothing of it
+        assert other.get(f"/v1/memories/{created.id}/history").status_code == 404
+    with app_server.client("a_ro") as ro:  # a read
+        assert len(ro.get(f"/v1/memories/{created.id}/history").json()) == 4
+        assert ro.get(f"/v1/memories/{uuid.uuid4()}/history").status_code == 404
