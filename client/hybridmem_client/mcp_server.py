@@ -79,6 +79,21 @@ class Memory(BaseModel):
     updated_at: str
 
 
+class MemoryVersionOut(BaseModel):
+    version: int
+    op: str
+    content: str
+    kind: str
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    changed_at: str
+    changed_by: str | None = None
+
+
+class MemoryHistory(BaseModel):
+    memory_id: str
+    versions: list[MemoryVersionOut]
+
+
 class MemoryPage(BaseModel):
     memories: list[Memory]
     next_cursor: str | None = None
@@ -249,6 +264,27 @@ def build_server(
             raise ToolError("give at least one of content, kind, metadata")
         record = await api(client.patch_memory(memory_id, content=content, kind=kind, metadata=metadata))
         return _memory(record)
+
+    @server.tool(annotations=read_only)
+    async def memory_history(memory_id: str) -> MemoryHistory:
+        """Every version of a memory, oldest first: what it said at each write, when and by which key,
+        and the delete if it was deleted (what changed, and what was known before)."""
+        versions = await api(client.memory_history(memory_id))
+        return MemoryHistory(
+            memory_id=memory_id,
+            versions=[
+                MemoryVersionOut(
+                    version=v.version,
+                    op=v.op,
+                    content=v.content,
+                    kind=v.kind,
+                    metadata=v.metadata,
+                    changed_at=v.changed_at.isoformat(),
+                    changed_by=v.changed_by,
+                )
+                for v in versions
+            ],
+        )
 
     @server.tool(annotations=overwrite)
     async def delete_memory(memory_id: str) -> str:

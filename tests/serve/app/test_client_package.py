@@ -28,7 +28,7 @@ pytestmark = [pytest.mark.serve, pytest.mark.integration, pytest.mark.timeout(60
 ROOT = Path(__file__).resolve().parents[3]
 TOOLS = {
     "store_episode", "search", "get_context", "remember", "get_memory", "list_memories", "update_memory",
-    "delete_memory",
+    "delete_memory", "memory_history",
 }  # fmt: skip
 
 
@@ -100,6 +100,12 @@ async def test_mcp_over_stdio_stores_searches_and_edits_memories(app_server: App
         await mcp.call_tool("delete_memory", {"memory_id": memory["id"]})
         gone = await mcp.call_tool("get_memory", {"memory_id": memory["id"]})
         assert gone.is_error and "404" in gone.content[0].text
+        history = _payload(await mcp.call_tool("memory_history", {"memory_id": memory["id"]}))
+        assert [(v["op"], v["content"]) for v in history["versions"]] == [
+            ("create", f"Ada prefers {marker} tea without sugar."),
+            ("update", f"Ada drinks {marker} coffee."),
+            ("delete", f"Ada drinks {marker} coffee."),
+        ]
 
     # Scoped by the key: a read-only key cannot write, another tenant's key does not see tenant a's text.
     async with _session(_stdio(app_server, "a_ro")) as ro:

@@ -5,6 +5,7 @@ Each test uses its own ``agent_id`` (the store's key space), so tests sharing th
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
@@ -209,6 +210,24 @@ def test_batch_reads_see_the_state_before_its_writes(store: HybridMemStore) -> N
     assert results[6] == [ns]
     assert store.get(ns, "one") is None  # the batch's last write to "one" deletes it
     assert store.get(ns, "two").value == {"n": 2}  # type: ignore[union-attr]
+
+
+def test_a_put_on_an_existing_key_is_a_new_version(
+    store: HybridMemStore, clients: tuple[HybridMemClient, AsyncHybridMemClient]
+) -> None:
+    from hybridmem_client.ids import deterministic_id
+    from hybridmem_client.langgraph_store import item_client_id
+
+    ns = ("users", "bob")
+    store.put(ns, "city", {"text": "Bob lives in Lyon."})
+    store.put(ns, "city", {"text": "Bob moved to Porto."})
+    tenant = clients[0].whoami().tenant_id
+    memory_id = deterministic_id(tenant, "memory", item_client_id(store._agent_id, ns, "city"))
+    history = clients[0].memory_history(memory_id)
+    assert [(v.op, json.loads(v.metadata["lg_value"])["text"]) for v in history] == [
+        ("create", "Bob lives in Lyon."),
+        ("update", "Bob moved to Porto."),
+    ]
 
 
 def test_agents_are_separate_key_spaces(clients: tuple[HybridMemClient, AsyncHybridMemClient]) -> None:
