@@ -18,8 +18,8 @@ import asyncpg
 
 from core import migrate
 from core.auth import new_api_key
-from core.embedded import EmbeddedServers
 from core.settings import ALL_SCOPES, ApiKeySpec
+from deployments.embedded_servers import EmbeddedServers
 
 LOCAL_REDIS = "redis://127.0.0.1:6379"
 LOCAL_PG = "postgresql://postgres@127.0.0.1:5432/postgres"

@@ -21,7 +21,6 @@ import ray
 from ray.serve import metrics as ray_metrics
 
 from core.logs import configure_logging, set_request_id_fallback
-from core.memtrace import start_memtrace
 from core.metrics import (
     Instrument,
     MetricKind,
@@ -32,6 +31,7 @@ from core.metrics import (
     use_backend,
 )
 from core.settings import Settings
+from deployments.memtrace import start_memtrace
 
 logger = logging.getLogger(__name__)
 

@@ -22,8 +22,8 @@ import yaml
 
 from core import migrate
 from core.auth import new_api_key
-from core.embedded import EmbeddedServers
 from core.settings import ALL_SCOPES, ApiKeySpec, load_settings
+from deployments.embedded_servers import EmbeddedServers
 from deployments.serve_env import apply_serve_env_defaults, stop_leftover_haproxy
 
 log = logging.getLogger(__name__)

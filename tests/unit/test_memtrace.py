@@ -8,7 +8,7 @@ import tracemalloc
 
 import pytest
 
-from core import memtrace
+from deployments import memtrace
 
 _HOARD: list[bytes] = []
 
