@@ -48,11 +48,13 @@ import atexit
 import contextlib
 import logging
 import os
+import random
 import shutil
 import socket
 import sys
 import tempfile
 from collections.abc import MutableMapping
+from pathlib import Path
 
 log = logging.getLogger(__name__)
 
@@ -93,8 +95,32 @@ def haproxy_binary(environ: MutableMapping[str, str] | None = None) -> str | Non
     return shutil.which("haproxy")
 
 
+# HAProxy's metrics and stats ports are chosen here and bound later, by HAProxy. A port the kernel hands
+# out for bind(0) could be handed out again meanwhile (to a test's server, a client socket): choose
+# below the ephemeral range instead, where the kernel never assigns ports on its own.
+_PRIVATE_PORTS = (20_000, 32_000)
+_handed_out: set[int] = set()  # never the same port twice from this process
+
+
 def _free_port() -> str:
-    with socket.socket() as s:
+    low, high = _PRIVATE_PORTS
+    try:
+        ephemeral_low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+        high = min(high, ephemeral_low)
+    except (OSError, ValueError, IndexError):
+        pass
+    for _ in range(200):
+        port = random.randrange(low, high)
+        if port in _handed_out:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("0.0.0.0", port))  # HAProxy binds every interface
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return str(port)
+    with socket.socket() as s:  # a crowded range: fall back to a kernel-chosen port
         s.bind(("127.0.0.1", 0))
         return str(s.getsockname()[1])
 

@@ -47,6 +47,12 @@ def test_haproxy_fronts_the_ingress_with_files_and_ports_of_its_own() -> None:
     keys = [k for k in first if k.startswith("RAY_SERVE_HAPROXY_") and k != "RAY_SERVE_HAPROXY_BINARY_PATH"]
     assert all(first[k] != second[k] for k in keys), keys
     assert first["RAY_SERVE_HAPROXY_METRICS_PORT"] != first["RAY_SERVE_HAPROXY_STATS_PORT"]
+    # Below the kernel's ephemeral range: no bind(0) elsewhere can take them before HAProxy binds them
+    # (the fault suite's servers once did, and HAProxy died with "Address already in use").
+    ephemeral_low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    for env in (first, second):
+        for key in ("RAY_SERVE_HAPROXY_METRICS_PORT", "RAY_SERVE_HAPROXY_STATS_PORT"):
+            assert 20_000 <= int(env[key]) < ephemeral_low, env[key]
 
 
 @pytest.mark.parametrize("why", ["operator", "no binary"])
