@@ -135,8 +135,8 @@ BENCHES = {
     "ingest": "bench.ingest",
     "retrieve": "bench.retrieve",
     "consolidate": "bench.consolidate",
-    "locomo": "bench.locomo",
-    "scifact": "bench.scifact",
+    "locomo": "bench.quality_locomo",
+    "scifact": "bench.quality_scifact",
     "soak": "bench.soak",
 }
 
