@@ -89,3 +89,18 @@ def progress_every(n: int, total: int, label: str) -> Callable[[int], None]:
             print(f"  {label}: {i}/{total}", flush=True)
 
     return report
+
+
+def against_app(
+    body: Callable[[str, str, str], dict[str, Any]], *, url: str | None, key: str | None
+) -> dict[str, Any]:
+    """``body(base_url, api_key, tenant)`` against the app at ``url`` with ``key``, or, without them,
+    against a fresh local app started for the run (bench.env.bench_app)."""
+    if url and key:
+        who = httpx.get(f"{url}/v1/whoami", headers={"Authorization": f"Bearer {key}"})
+        who.raise_for_status()
+        return body(url, key, who.json()["tenant_id"])
+    from bench.env import bench_app
+
+    with bench_app() as app:
+        return body(app.base_url, app.key, app.tenant)

@@ -23,6 +23,7 @@ import httpx
 from bench.data import locomo_file
 from bench.quality import LOCOMO_CATEGORIES, LocomoConversation, RecallAccumulator, load_locomo
 from bench.quality_http import (
+    against_app,
     consolidate,
     episode_uuid,
     parse_modes,
@@ -177,13 +178,6 @@ def run(
             "consolidation_run": run_info.get("id"),
         }
 
-    if url and key:
-        tenant = httpx.get(f"{url}/v1/whoami", headers={"Authorization": f"Bearer {key}"}).json()["tenant_id"]
-        result = body(url, key, tenant)
-    else:
-        from bench.env import bench_app
-
-        with bench_app() as app:
-            result = body(app.base_url, app.key, app.tenant)
+    result = against_app(body, url=url, key=key)
     result["name"] = "locomo"
     return result

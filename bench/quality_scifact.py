@@ -13,6 +13,7 @@ import httpx
 from bench.data import SCIFACT_SOURCE, required, scifact_dir
 from bench.quality import beir_summary, load_beir_corpus, load_beir_queries, load_qrels
 from bench.quality_http import (
+    against_app,
     consolidate,
     episode_uuid,
     parse_modes,
@@ -87,13 +88,6 @@ def run(
             "ingest_and_consolidate_s": round(ingest_s, 1),
         }
 
-    if url and key:
-        tenant = httpx.get(f"{url}/v1/whoami", headers={"Authorization": f"Bearer {key}"}).json()["tenant_id"]
-        result = body(url, key, tenant)
-    else:
-        from bench.env import bench_app
-
-        with bench_app() as app:
-            result = body(app.base_url, app.key, app.tenant)
+    result = against_app(body, url=url, key=key)
     result["name"] = "scifact"
     return result
