@@ -140,6 +140,21 @@ def table(rows: Sequence[tuple[str, ...]], head: tuple[str, ...]) -> str:
     return "\n".join(lines)
 
 
+def _finish(fig: Any, ax: Any, path: Path, *, x: str, y: str, target: tuple[float, str], title: str) -> str:
+    """Labels, the target line, legend and title; saved and closed. Returns the path from the report."""
+    import matplotlib.pyplot as plt
+
+    ax.axhline(target[0], color="red", linestyle="--", linewidth=1, label=target[1])
+    ax.set_xlabel(x)
+    ax.set_ylabel(y)
+    ax.legend()
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return f"img/{path.name}"
+
+
 def plots(results: dict[str, dict[str, Any]], out_dir: Path = PLOTS) -> list[str]:
     """Draw the plots into ``out_dir``; returns their paths relative to the report (``img/...``)."""
     import matplotlib
@@ -158,30 +173,17 @@ def plots(results: dict[str, dict[str, Any]], out_dir: Path = PLOTS) -> list[str
                 [x + i * 0.25 for x in range(len(rets))], [v.get(q, 0) for _, v in rets], width=0.25, label=q
             )
         ax.set_xticks([x + 0.25 for x in range(len(rets))], labels)
-        ax.set_xlabel("memories")
-        ax.set_ylabel("ms")
-        ax.axhline(50, color="red", linestyle="--", linewidth=1, label="target p95")
-        ax.legend()
-        ax.set_title("/v1/context latency, 16 clients")
-        fig.tight_layout()
-        fig.savefig(out_dir / "retrieve_latency.png", dpi=110)
-        plt.close(fig)
-        made.append("img/retrieve_latency.png")
+        made.append(_finish(fig, ax, out_dir / "retrieve_latency.png", x="memories", y="ms",
+                            target=(50, "target p95"), title="/v1/context latency, 16 clients"))  # fmt: skip
     loc = results.get("quality_locomo", {}).get("modes")
     if loc:
         fig, ax = plt.subplots(figsize=(6, 3.2))
         ks = [5, 10, 25, 50]
         for mode, r in loc.items():
             ax.plot(ks, [r.get(f"recall@{k}", 0) for k in ks], marker="o", label=mode)
-        ax.axhline(75, color="red", linestyle="--", linewidth=1, label="target R@10")
-        ax.set_xlabel("k")
-        ax.set_ylabel("recall@k (%)")
-        ax.legend()
-        ax.set_title("LoCoMo evidence recall (dev conversations)")
-        fig.tight_layout()
-        fig.savefig(out_dir / "recall_at_k.png", dpi=110)
-        plt.close(fig)
-        made.append("img/recall_at_k.png")
+        title = "LoCoMo evidence recall (dev conversations)"
+        made.append(_finish(fig, ax, out_dir / "recall_at_k.png", x="k", y="recall@k (%)",
+                            target=(75, "target R@10"), title=title))  # fmt: skip
     ctx = results.get("quality_locomo", {}).get("context")
     if ctx:
         fig, ax = plt.subplots(figsize=(6, 3.2))
@@ -195,17 +197,11 @@ def plots(results: dict[str, dict[str, Any]], out_dir: Path = PLOTS) -> list[str
                     marker="o",
                     label=label,
                 )
-        ax.axhline(88, color="red", linestyle="--", linewidth=1, label="target at 512")
         ax.set_xscale("log", base=2)
         ax.set_xticks([int(b) for b in budgets], budgets)
-        ax.set_xlabel("token budget")
-        ax.set_ylabel("evidence recall (%)")
-        ax.legend()
-        ax.set_title("LoCoMo evidence recall in /v1/context")
-        fig.tight_layout()
-        fig.savefig(out_dir / "context_recall_by_budget.png", dpi=110)
-        plt.close(fig)
-        made.append("img/context_recall_by_budget.png")
+        made.append(_finish(fig, ax, out_dir / "context_recall_by_budget.png", x="token budget",
+                            y="evidence recall (%)", target=(88, "target at 512"),
+                            title="LoCoMo evidence recall in /v1/context"))  # fmt: skip
     return made
 
 

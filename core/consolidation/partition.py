@@ -20,11 +20,10 @@ at the named steps in :data:`FAULT_POINTS`.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Literal, Protocol
@@ -32,6 +31,7 @@ from typing import Literal, Protocol
 import asyncpg
 
 from core.consolidation import queries
+from core.consolidation.calls import calling
 from core.consolidation.queries import ContextTurn, Cursor
 from core.consolidation.runs import add_partition_counts
 from core.consolidation.summarise import Summariser, SummaryTurn
@@ -99,22 +99,6 @@ class PartitionResult:
 
 
 ProgressHook = Callable[[PartitionResult], None]
-
-CALL_NOTE = "during "
-
-
-@contextlib.contextmanager
-def calling(what: str) -> Iterator[None]:
-    """Name the call in progress on the error it raises: a note ``during <what>, after <s> s`` (the
-    innermost call's only), so that a run record says which call failed, on which store or deployment,
-    and how long it waited, even for a bare ``TimeoutError`` (a Postgres statement's has no message)."""
-    started = time.perf_counter()
-    try:
-        yield
-    except BaseException as exc:
-        if not any(n.startswith(CALL_NOTE) for n in getattr(exc, "__notes__", ())):
-            exc.add_note(f"{CALL_NOTE}{what}, after {time.perf_counter() - started:.1f} s")
-        raise
 
 
 def _window_start(ts: datetime, window_s: int) -> datetime:

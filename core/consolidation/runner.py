@@ -18,8 +18,8 @@ import asyncpg
 import httpx
 
 from core import metrics
+from core.consolidation.calls import CALL_NOTE
 from core.consolidation.partition import (
-    CALL_NOTE,
     FaultHook,
     PartitionResult,
     PartitionStores,
