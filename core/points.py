@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
 from core.ids import deterministic_id
 from core.models import Episode, MemoryRecord, ModelVersion, SparseVector, VectorPoint
 from core.retrieval.quality import chunk_texts
+from core.stores.vector_filters import START_FIELD, SUPERSEDED_FIELD, VALID_FROM_FIELD, VALID_TO_FIELD
 
 RecordType = Literal["episode", "summary", "memory"]
 
@@ -17,6 +19,37 @@ RecordType = Literal["episode", "summary", "memory"]
 def point_id(tenant_id: str, record_type: RecordType, source_id: str, version: ModelVersion) -> uuid.UUID:
     """Same record + same model version → same point: replays and retries overwrite, never duplicate."""
     return deterministic_id(tenant_id, record_type, source_id, version.key)
+
+
+@dataclass(frozen=True, slots=True)
+class Currency:
+    """When a record holds: its validity interval (memories) and what superseded it, from when."""
+
+    valid_from: datetime | None = None
+    valid_to: datetime | None = None
+    superseded_by: uuid.UUID | None = None
+    superseded_at: datetime | None = None
+
+    @classmethod
+    def of(cls, record: Episode | MemoryRecord) -> Currency:
+        return cls(
+            valid_from=getattr(record, "valid_from", None),
+            valid_to=getattr(record, "valid_to", None),
+            superseded_by=record.superseded_by,
+            superseded_at=record.superseded_at,
+        )
+
+    def payload(self, created_at: datetime) -> dict[str, Any]:
+        """The payload fields the currency conditions read (core.stores.vector_filters)."""
+        out: dict[str, Any] = {START_FIELD: (self.valid_from or created_at).timestamp()}
+        if self.valid_from is not None:
+            out[VALID_FROM_FIELD] = self.valid_from.timestamp()
+        if self.valid_to is not None:
+            out[VALID_TO_FIELD] = self.valid_to.timestamp()
+        if self.superseded_at is not None:
+            out[SUPERSEDED_FIELD] = self.superseded_at.timestamp()
+            out["superseded_by"] = str(self.superseded_by) if self.superseded_by else None
+        return out
 
 
 def payload(
@@ -34,8 +67,10 @@ def payload(
     metadata: dict[str, Any],
     role: str | None = None,
     updated_at: datetime | None = None,
+    currency: Currency | None = None,
 ) -> dict[str, Any]:
     extra = {} if updated_at is None else {"updated_ts": updated_at.timestamp()}
+    extra |= (currency or Currency()).payload(created_at)
     return {
         "tenant_id": tenant_id,
         "record_type": record_type,
@@ -75,6 +110,7 @@ def memory_point(
             content=record.content,
             created_at=record.created_at,
             updated_at=record.updated_at,
+            currency=Currency.of(record),
             source_ids=[str(record.id), *record.source_ids],
             version=version,
             metadata=record.metadata,
@@ -106,6 +142,7 @@ def episode_point(
             role=episode.role.value,
             content=episode.content if text is None else text,
             created_at=episode.created_at,
+            currency=Currency.of(episode),
             source_ids=[str(episode.id)],
             version=version,
             metadata=episode.metadata,

@@ -8,7 +8,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from core.models import (
     Episode,
@@ -119,6 +119,17 @@ class EpisodicStore(Protocol):
     async def memory_history(self, *, tenant_id: str, memory_id: uuid.UUID) -> list[MemoryVersion]:
         """Every version of the memory, oldest first ([] when none was recorded)."""
 
+    async def find_records(
+        self, *, tenant_id: str, ids: Sequence[uuid.UUID]
+    ) -> dict[uuid.UUID, Literal["episode", "memory"]]:
+        """Which of ``ids`` are the tenant's episodes or memories (the others are left out)."""
+
+    async def supersede(
+        self, *, tenant_id: str, links: Sequence[tuple[uuid.UUID, uuid.UUID, datetime]]
+    ) -> list[tuple[uuid.UUID, uuid.UUID, datetime]]:
+        """Mark each (target, by, at): the tenant's episode or memory ``target`` is superseded by ``by`` from
+        ``at``; a row's earliest supersession stands. Returns the links applied."""
+
     async def ping(self) -> None: ...
 
 
@@ -168,6 +179,11 @@ class VectorIndex(Protocol):
 
     async def delete_by_source(self, *, tenant_id: str, source_ids: Sequence[str]) -> None:
         """Delete every point whose payload ``source_ids`` contains any of the given ids."""
+
+    async def mark_superseded(self, *, tenant_id: str, marks: Sequence[tuple[str, str, float]]) -> None:
+        """For each (source id, superseding id, epoch seconds): every point of the tenant derived from the
+        source (its own, its chunks, summaries and memories that cite it), in every model version's
+        collection, is marked superseded from that time (payload ``superseded_at_ts``, ``superseded_by``)."""
 
     async def delete_ids(self, ids: Sequence[uuid.UUID], *, collection: str | None = None) -> None: ...
 

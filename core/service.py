@@ -15,9 +15,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from core import supersedes
 from core.embedding.types import TextEmbedder
 from core.errors import InvalidInput, NotFound, StoreUnavailable
 from core.ids import content_hash, deterministic_id, hash_tenant, partition_of
+from core.memory_index import write_memories
 from core.models import (
     Episode,
     HealthReport,
@@ -27,7 +29,6 @@ from core.models import (
     Transcript,
     TranscriptTurn,
 )
-from core.points import memory_point
 from core.ports import EpisodicStore, VectorIndex, WorkingStore
 from core.retrieval.bm25_sparse import bm25_sparse
 from core.schemas import (
@@ -120,9 +121,19 @@ class HybridMemoryService:
             check_episode(f"{field}[{i}]" if field == "episodes" else field, item, self._limits)
         now = datetime.now(UTC)
         episodes = [self.build_episode(tenant_id, item, now=now) for item in items]
+        links = await supersedes.resolve(
+            self._episodic,
+            tenant_id,
+            [
+                (f"{field}[{i}]" if field == "episodes" else field, ep.id, item.supersedes, ep.created_at)
+                for i, (ep, item) in enumerate(zip(episodes, items, strict=True))
+            ],
+            batch={ep.id: "episode" for ep in episodes},
+        )
         inserted = await self._episodic.insert_episodes(episodes)
         fresh = set(inserted)
         await self._buffer([e for e in episodes if e.id in fresh])
+        await self._supersede(tenant_id, links)
         log.info(
             "episodes stored",
             extra={
@@ -134,6 +145,11 @@ class HybridMemoryService:
             },
         )
         return StoredEpisodes(episodes=episodes, inserted=len(inserted))
+
+    async def _supersede(self, tenant_id: str, links: Sequence[supersedes.Link]) -> None:
+        await supersedes.apply(
+            links, tenant_id=tenant_id, episodic=self._episodic, vectors=self._vectors, working=self._working
+        )
 
     async def _buffer(self, episodes: Sequence[Episode]) -> None:
         if not episodes:
@@ -300,6 +316,20 @@ class HybridMemoryService:
         now = datetime.now(UTC)
         ids = [deterministic_id(tenant_id, "memory", item.id or uuid.uuid4().hex) for item in items]
         known = {m.id: m for m in await self._episodic.get_memories(tenant_id=tenant_id, memory_ids=ids)}
+        links = await supersedes.resolve(
+            self._episodic,
+            tenant_id,
+            [
+                (
+                    f"{field}[{i}]" if field == "memories" else field,
+                    mid,
+                    item.supersedes,
+                    item.valid_from or now,
+                )
+                for i, (mid, item) in enumerate(zip(ids, items, strict=True))
+            ],
+            batch=dict.fromkeys(ids, "memory"),
+        )
         records = [
             MemoryRecord(
                 id=mid,
@@ -313,49 +343,26 @@ class HybridMemoryService:
                 created_at=known[mid].created_at if mid in known else now,
                 updated_at=now,
                 indexed=item.index,
+                valid_from=item.valid_from,
+                valid_to=item.valid_to,
+                # a rewrite keeps what superseded the memory (its points must stay marked)
+                superseded_by=known[mid].superseded_by if mid in known else None,
+                superseded_at=known[mid].superseded_at if mid in known else None,
             )
             for mid, item in zip(ids, items, strict=True)
         ]
         was_indexed = {mid for mid, m in known.items() if m.indexed}
-        return await self._index_memories(records, was_indexed=was_indexed, changed_by=changed_by)
+        written = await self._index_memories(records, was_indexed=was_indexed, changed_by=changed_by)
+        await self._supersede(tenant_id, links)
+        return written
 
     async def _index_memories(
         self, records: list[MemoryRecord], *, was_indexed: set[uuid.UUID], changed_by: str | None
     ) -> list[MemoryRecord]:
-        """Postgres first (the ack), then the indexed records embedded and upserted. A record written
-        with ``index`` false has no vector: one it had before is deleted after the commit."""
-        records = [r if r.indexed else r.model_copy(update={"model_version": None}) for r in records]
-        indexed = [r for r in records if r.indexed]
-        if self._embedder is None or self._vectors is None or not indexed:
-            await self._episodic.upsert_memories(records, changed_by=changed_by)
-            await self._drop_vectors([r for r in records if not r.indexed and r.id in was_indexed])
-            return records
-        result = await self._embedder.embed([r.content for r in indexed])
-        version = result.version
-        stamped = {r.id: r.model_copy(update={"model_version": version.key}) for r in indexed}
-        records = [stamped.get(r.id, r) for r in records]
-        await self._episodic.upsert_memories(records, changed_by=changed_by)
-        await self._drop_vectors([r for r in records if not r.indexed and r.id in was_indexed])
-        collection = await self._vectors.ensure_collection(version)
-        await self._vectors.upsert(
-            [
-                memory_point(stamped[r.id], v, version, terms=self._lexical.document(r.content))
-                for r, v in zip(indexed, result.vectors, strict=True)
-            ],
-            collection=collection,
-        )
-        return records
-
-    async def _drop_vectors(self, records: list[MemoryRecord]) -> None:
-        """Delete the live collection's points of memories that stopped being indexed."""
-        if not records or self._vectors is None:
-            return
-        live = await self._vectors.live_version()
-        if live is None:
-            return
-        await self._vectors.delete_ids(
-            [deterministic_id(r.tenant_id, "memory", str(r.id), live) for r in records]
-        )
+        return await write_memories(
+            records, was_indexed=was_indexed, changed_by=changed_by, episodic=self._episodic,
+            vectors=self._vectors, embedder=self._embedder, lexical=self._lexical,
+        )  # fmt: skip
 
     async def patch_memory(
         self, tenant_id: str, memory_id: uuid.UUID, patch: MemoryPatch, *, changed_by: str | None = None
@@ -365,7 +372,12 @@ class HybridMemoryService:
         changes = patch.model_dump(exclude_none=True)
         if "index" in changes:
             changes["indexed"] = changes.pop("index")
+        for name in ("valid_from", "valid_to"):  # an explicit null clears the bound
+            if name in patch.model_fields_set:
+                changes[name] = getattr(patch, name)
         updated = current.model_copy(update={**changes, "updated_at": datetime.now(UTC)})
+        if updated.valid_from and updated.valid_to and updated.valid_to <= updated.valid_from:
+            raise InvalidInput("valid_to", "must be later than valid_from")
         was_indexed = {current.id} if current.indexed else set()
         return (await self._index_memories([updated], was_indexed=was_indexed, changed_by=changed_by))[0]
 

@@ -113,6 +113,9 @@ class Retriever:
     async def delete_by_source(self, tenant_id: str, source_ids: list[str]) -> None:
         await self._index.delete_by_source(tenant_id=tenant_id, source_ids=source_ids)
 
+    async def mark_superseded(self, tenant_id: str, marks: list[tuple[str, str, float]]) -> None:
+        await self._index.mark_superseded(tenant_id=tenant_id, marks=marks)
+
     async def delete_ids(self, ids: list[uuid.UUID], collection: str | None = None) -> None:
         await self._index.delete_ids(ids, collection=collection)
 
@@ -235,6 +238,9 @@ class HandleVectorIndex:
 
     async def delete_by_source(self, *, tenant_id: str, source_ids: Sequence[str]) -> None:
         await call(ENGINE, self._h.delete_by_source.remote(tenant_id, list(source_ids)))
+
+    async def mark_superseded(self, *, tenant_id: str, marks: Sequence[tuple[str, str, float]]) -> None:
+        await call(ENGINE, self._h.mark_superseded.remote(tenant_id, list(marks)))
 
     async def delete_ids(self, ids: Sequence[uuid.UUID], *, collection: str | None = None) -> None:
         await call(ENGINE, self._h.delete_ids.remote(list(ids), collection))

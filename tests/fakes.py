@@ -11,7 +11,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from core.errors import InvalidInput, StoreUnavailable
 from core.models import Episode, MemoryRecord, MemoryVersion, ScratchpadEntry, Transcript
@@ -297,7 +297,8 @@ class InMemoryEpisodicStore:
             if old is not None and old.tenant_id != rec.tenant_id:
                 continue
             if old is not None:
-                rec = rec.model_copy(update={"created_at": old.created_at})
+                kept = {"created_at": old.created_at, "superseded_by": old.superseded_by}
+                rec = rec.model_copy(update={**kept, "superseded_at": old.superseded_at})
             self.memories[rec.id] = rec
             self._version(rec, "update" if old is not None else "create", rec.updated_at, changed_by)
 
@@ -307,7 +308,8 @@ class InMemoryEpisodicStore:
             MemoryVersion(
                 memory_id=rec.id, version=len(versions) + 1, op=op, agent_id=rec.agent_id,  # type: ignore[arg-type]
                 session_id=rec.session_id, kind=rec.kind, content=rec.content, metadata=rec.metadata,
-                source_ids=rec.source_ids, indexed=rec.indexed, changed_at=at, changed_by=changed_by,
+                source_ids=rec.source_ids, indexed=rec.indexed, valid_from=rec.valid_from,
+                valid_to=rec.valid_to, changed_at=at, changed_by=changed_by,
             )
         )  # fmt: skip
 
@@ -359,6 +361,40 @@ class InMemoryEpisodicStore:
                 gone += 1
         return gone
 
+    async def find_records(
+        self, *, tenant_id: str, ids: Sequence[uuid.UUID]
+    ) -> dict[uuid.UUID, Literal["episode", "memory"]]:
+        self._check()
+        found: dict[uuid.UUID, Literal["episode", "memory"]] = {}
+        for i in ids:
+            if (ep := self.episodes.get(i)) is not None and ep.tenant_id == tenant_id:
+                found[i] = "episode"
+            elif (m := self.memories.get(i)) is not None and m.tenant_id == tenant_id:
+                found[i] = "memory"
+        return found
+
+    async def supersede(
+        self, *, tenant_id: str, links: Sequence[tuple[uuid.UUID, uuid.UUID, datetime]]
+    ) -> list[tuple[uuid.UUID, uuid.UUID, datetime]]:
+        self._check()
+
+        def mark(table: dict[uuid.UUID, Any], key: uuid.UUID, by: uuid.UUID, at: datetime) -> bool:
+            row = table.get(key)
+            if row is None or row.tenant_id != tenant_id:
+                return False
+            if row.superseded_at is not None and row.superseded_at <= at:
+                return False
+            table[key] = row.model_copy(update={"superseded_by": by, "superseded_at": at})
+            return True
+
+        applied = []
+        for target, by, at in links:
+            if mark(self.episodes if target in self.episodes else self.memories, target, by, at):
+                applied.append((target, by, at))
+            for mid in [m.id for m in self.memories.values() if str(target) in m.source_ids]:
+                mark(self.memories, mid, by, at)  # what cites it is replaced with it
+        return applied
+
     async def search_text(
         self, *, tenant_id: str, query: str, k: int, filters: dict[str, Any] | None = None
     ) -> list[tuple[Episode, float]]:
@@ -403,5 +439,26 @@ def _matches(item: Episode | MemoryRecord, filters: dict[str, Any]) -> bool:
         return False
     if before is not None and item.created_at >= before:
         return False
+    if not _current(item, filters):
+        return False
     meta = filters.get("metadata")
     return not meta or all(item.metadata.get(k) == v for k, v in meta.items())
+
+
+def _moment(value: Any) -> datetime:
+    return value if isinstance(value, datetime) else datetime.fromtimestamp(float(value), tz=UTC)
+
+
+def _current(item: Episode | MemoryRecord, filters: dict[str, Any]) -> bool:
+    """``current_at`` and ``as_of`` as core.stores.postgres_rows.search_filters applies them."""
+    valid_from = getattr(item, "valid_from", None)
+    valid_to = getattr(item, "valid_to", None)
+    if filters.get("current_at") is not None:
+        at = _moment(filters["current_at"])
+        if item.superseded_at is not None and item.superseded_at <= at:
+            return False
+        if (valid_to is not None and valid_to <= at) or (valid_from is not None and valid_from > at):
+            return False
+    if filters.get("as_of") is not None:
+        return (valid_from or item.created_at) <= _moment(filters["as_of"])
+    return True

@@ -88,6 +88,15 @@ def _write(item: BaseModel | Mapping[str, Any], model: type[BaseModel]) -> dict[
     return body
 
 
+def _currency(as_of: datetime | None, include_superseded: bool) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if as_of is not None:
+        out["as_of"] = as_of.isoformat()
+    if include_superseded:
+        out["include_superseded"] = True
+    return out
+
+
 def _filters(filters: SearchFilters | Mapping[str, Any] | None) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in (filters or {}).items():
@@ -140,12 +149,15 @@ class ApiMethods:
         metadata: Mapping[str, Any] | None = None,
         created_at: datetime | None = None,
         id: str | None = None,
+        supersedes: Sequence[str] | None = None,
     ) -> Flow[Episode]:
         """Store one episode durably; ``id`` is an idempotency key (a replay stores it once; when none is
-        given the client makes one, so its own retries never store a second copy)."""
+        given the client makes one, so its own retries never store a second copy). ``supersedes``: ids (or
+        client keys) of earlier episodes or memories it replaces; search and context leave those out."""
         body = _write(
             {"id": id, "agent_id": agent_id, "session_id": session_id, "role": role, "kind": kind,
-             "content": content, "metadata": dict(metadata or {}), "created_at": created_at},
+             "content": content, "metadata": dict(metadata or {}), "created_at": created_at,
+             "supersedes": None if supersedes is None else [str(s) for s in supersedes]},
             EpisodeIn,
         )  # fmt: skip
         return self._call(Request("POST", "/v1/episodes", json=body, idempotent=True), _parser(Episode))
@@ -248,12 +260,18 @@ class ApiMethods:
         source_ids: Sequence[str] = (),
         id: str | None = None,
         index: bool = True,
+        supersedes: Sequence[str] | None = None,
+        valid_from: datetime | None = None,
+        valid_to: datetime | None = None,
     ) -> Flow[MemoryRecord]:
         """Create (or, with the same ``id``, replace) a memory; durable, then embedded and indexed
-        (``index`` False: stored and listed, never embedded or found by a search)."""
+        (``index`` False: stored and listed, never embedded or found by a search). ``supersedes``: ids
+        (or client keys) of what it replaces; ``valid_from`` / ``valid_to`` (exclusive): when it holds."""
         body = _write(
             {"id": id, "agent_id": agent_id, "session_id": session_id, "kind": kind, "content": content,
-             "metadata": dict(metadata or {}), "source_ids": list(source_ids), "index": index},
+             "metadata": dict(metadata or {}), "source_ids": list(source_ids), "index": index,
+             "supersedes": None if supersedes is None else [str(s) for s in supersedes],
+             "valid_from": valid_from, "valid_to": valid_to},
             MemoryIn,
         )  # fmt: skip
         return self._call(Request("POST", "/v1/memories", json=body, idempotent=True), _parser(MemoryRecord))
@@ -285,10 +303,13 @@ class ApiMethods:
         kind: str | None = None,
         metadata: Mapping[str, Any] | None = None,
         index: bool | None = None,
+        valid_from: datetime | None = None,
+        valid_to: datetime | None = None,
     ) -> Flow[MemoryRecord]:
-        """Update the given fields; a changed memory is re-embedded (``index`` turns indexing on or off)."""
+        """Update the given fields; a changed memory is re-embedded (``index`` turns indexing on or off;
+        ``valid_from`` / ``valid_to`` set its validity)."""
         patch = {"content": content, "kind": kind, "metadata": None if metadata is None else dict(metadata),
-                 "index": index}  # fmt: skip
+                 "index": index, "valid_from": valid_from, "valid_to": valid_to}  # fmt: skip
         body = _body(patch, MemoryPatch)
         path = f"/v1/memories/{_seg(memory_id)}"
         return self._call(Request("PATCH", path, json=body), _parser(MemoryRecord))
@@ -315,10 +336,14 @@ class ApiMethods:
         filters: SearchFilters | None = None,
         tiers: Sequence[TierName] | None = None,
         diversify: bool = True,
+        as_of: datetime | None = None,
+        include_superseded: bool = False,
     ) -> Flow[SearchResult]:
         """Ranked hits over the three tiers, fused (``k`` None: the server's ``retrieval.default_k``).
-        ``diversify`` False: plain relevance order, near-duplicate texts kept, no MMR."""
+        ``diversify`` False: plain relevance order, near-duplicate texts kept, no MMR. ``as_of``: what was
+        current then; ``include_superseded``: superseded and expired items too, with their relation."""
         body: dict[str, Any] = {"query": query, "mode": mode, "filters": _filters(filters)}
+        body |= _currency(as_of, include_superseded)
         if k is not None:
             body["k"] = k
         if not diversify:
@@ -340,15 +365,18 @@ class ApiMethods:
         mode: Mode = "hybrid",
         tiers: Sequence[TierName] | None = None,
         dedupe: bool = True,
+        as_of: datetime | None = None,
+        include_superseded: bool = False,
     ) -> Flow[ContextResult]:
         """The best context for ``query`` that fits ``token_budget``, with each snippet's sources.
 
         ``token_budget`` and ``candidates`` None: the server's ``retrieval.default_token_budget`` and
         ``retrieval.context_candidates``. ``dedupe`` False packs repeats too (sentences already packed, a
-        summary beside its turns)."""
+        summary beside its turns). ``as_of`` and ``include_superseded`` as in :meth:`search`."""
         body: dict[str, Any] = {
             "query": query, "filters": _filters(filters), "chronological": chronological, "mode": mode,
         }  # fmt: skip
+        body |= _currency(as_of, include_superseded)
         if token_budget is not None:
             body["token_budget"] = token_budget
         if candidates is not None:

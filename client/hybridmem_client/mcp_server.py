@@ -17,6 +17,7 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, Field
@@ -54,6 +55,7 @@ class Hit(BaseModel):
     kind: str | None = None
     source_ids: list[str] = Field(default_factory=list)
     created_at: str | None = None
+    superseded_by: str | None = Field(None, description="Id of what replaced it (with include_superseded)")
 
 
 class SearchAnswer(BaseModel):
@@ -102,8 +104,9 @@ class MemoryPage(BaseModel):
 def _hit(s: ScoredSnippet) -> Hit:
     when = None if s.created_at is None else s.created_at.isoformat()
     return Hit(
-        content=s.content, score=s.score, tier=s.tier, kind=s.kind, source_ids=s.source_ids, created_at=when
-    )
+        content=s.content, score=s.score, tier=s.tier, kind=s.kind, source_ids=s.source_ids, created_at=when,
+        superseded_by=s.superseded_by,
+    )  # fmt: skip
 
 
 def _memory(m: MemoryRecord) -> Memory:
@@ -155,6 +158,18 @@ def build_server(
     def _agent(given: str | None) -> str:
         return given or agent_id
 
+    def _time(name: str, value: str | None) -> datetime | None:
+        """An ISO 8601 time with a timezone given to a tool, or a tool error naming the argument."""
+        if value is None:
+            return None
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError as exc:
+            raise ToolError(f"{name}: not an ISO 8601 time: {value!r}") from exc
+        if moment.tzinfo is None:
+            raise ToolError(f"{name} must include a timezone (e.g. 2024-05-01T12:00:00Z)")
+        return moment
+
     async def api(call: Any) -> Any:
         try:
             return await call
@@ -172,9 +187,11 @@ def build_server(
         kind: str = "message",
         agent_id: str | None = None,
         metadata: dict[str, Any] | None = None,
+        supersedes: list[str] | None = None,
     ) -> StoredEpisode:
         """Store one event of a session (a message, an observation, a tool result) durably; it is
-        searchable at once and consolidated into long-term memory later."""
+        searchable at once and consolidated into long-term memory later. ``supersedes``: ids of earlier
+        episodes or memories it replaces (a changed fact); search and context leave those out."""
         episode = await api(
             client.store_episode(
                 agent_id=_agent(agent_id),
@@ -183,6 +200,7 @@ def build_server(
                 role=role,
                 kind=kind,
                 metadata=metadata,
+                supersedes=supersedes,
             )
         )
         return _episode(episode)
@@ -195,10 +213,21 @@ def build_server(
         session_id: str | None = None,
         kind: str | None = None,
         tiers: list[TierName] | None = None,
+        as_of: str | None = None,
+        include_superseded: bool = False,
     ) -> SearchAnswer:
-        """Ranked memories and episodes for a query (hybrid lexical + semantic), with their ids."""
+        """Ranked memories and episodes for a query (hybrid lexical + semantic), with their ids. Only what
+        is current is found; ``as_of`` (ISO time) asks what was current then; ``include_superseded``
+        finds replaced and expired items too."""
         result = await api(
-            client.search(query, k=k, filters=_filters(agent_id, session_id, kind), tiers=tiers)
+            client.search(
+                query,
+                k=k,
+                filters=_filters(agent_id, session_id, kind),
+                tiers=tiers,
+                as_of=_time("as_of", as_of),
+                include_superseded=include_superseded,
+            )
         )
         return SearchAnswer(hits=[_hit(h) for h in result.hits], degraded=result.degraded)
 
@@ -208,11 +237,18 @@ def build_server(
         token_budget: int = 1024,
         agent_id: str | None = None,
         session_id: str | None = None,
+        as_of: str | None = None,
     ) -> ContextAnswer:
         """The most relevant memories for a query, packed into one text of at most ``token_budget``
-        tokens (oldest first), ready to put into the prompt before answering."""
+        tokens (oldest first), ready to put into the prompt before answering; each line shows its time.
+        ``as_of`` (ISO time): the context as it stood then."""
         result = await api(
-            client.context(query, token_budget=token_budget, filters=_filters(agent_id, session_id, None))
+            client.context(
+                query,
+                token_budget=token_budget,
+                filters=_filters(agent_id, session_id, None),
+                as_of=_time("as_of", as_of),
+            )
         )
         return ContextAnswer(
             context=result.context, tokens_used=result.tokens_used, token_budget=result.token_budget,
@@ -226,8 +262,13 @@ def build_server(
         agent_id: str | None = None,
         session_id: str | None = None,
         metadata: dict[str, Any] | None = None,
+        supersedes: list[str] | None = None,
+        valid_from: str | None = None,
+        valid_to: str | None = None,
     ) -> Memory:
-        """Store a long-term memory (a fact, a preference, a decision); returns it with its id."""
+        """Store a long-term memory (a fact, a preference, a decision); returns it with its id.
+        ``supersedes``: ids of memories or episodes it replaces; ``valid_from`` / ``valid_to`` (ISO times):
+        when it holds."""
         record = await api(
             client.create_memory(
                 agent_id=_agent(agent_id),
@@ -235,6 +276,9 @@ def build_server(
                 kind=kind,
                 session_id=session_id,
                 metadata=metadata,
+                supersedes=supersedes,
+                valid_from=_time("valid_from", valid_from),
+                valid_to=_time("valid_to", valid_to),
             )
         )
         return _memory(record)

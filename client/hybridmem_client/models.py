@@ -9,9 +9,9 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 JsonDict = dict[str, Any]
 
@@ -49,6 +49,8 @@ class Episode(Frozen):
     created_at: datetime
     content_hash: str
     consolidated_at: datetime | None = None
+    superseded_by: uuid.UUID | None = Field(None, description="The episode or memory that superseded it")
+    superseded_at: datetime | None = Field(None, description="From when it is superseded")
 
 
 class TranscriptTurn(Frozen):
@@ -99,6 +101,10 @@ class MemoryRecord(Frozen):
     created_at: datetime
     updated_at: datetime
     indexed: bool = Field(True, description="False: stored and listed, never embedded or searched")
+    valid_from: datetime | None = Field(None, description="Start of the validity interval (None: open)")
+    valid_to: datetime | None = Field(None, description="End of the validity interval, exclusive")
+    superseded_by: uuid.UUID | None = Field(None, description="The episode or memory that superseded it")
+    superseded_at: datetime | None = Field(None, description="From when it is superseded")
 
 
 class MemoryVersion(Frozen):
@@ -115,6 +121,8 @@ class MemoryVersion(Frozen):
     metadata: JsonDict = Field(default_factory=dict)
     source_ids: list[str] = Field(default_factory=list)
     indexed: bool = True
+    valid_from: datetime | None = None
+    valid_to: datetime | None = None
     changed_at: datetime
     changed_by: str | None = None
 
@@ -132,6 +140,14 @@ class ScoredSnippet(Frozen):
     session_id: str | None = None
     created_at: datetime | None = None
     updated_at: datetime | None = Field(None, description="A memory's last update (None for other hits)")
+    valid_from: datetime | None = Field(None, description="A memory's validity start, when it has one")
+    valid_to: datetime | None = Field(
+        None, description="A memory's validity end (exclusive), when it has one"
+    )
+    superseded_by: str | None = Field(
+        None, description="Id of what superseded it (shown with include_superseded or an earlier as_of)"
+    )
+    superseded_at: datetime | None = None
     token_count: int | None = None
     truncated: bool = False
     metadata: JsonDict = Field(default_factory=dict)
@@ -140,6 +156,25 @@ class ScoredSnippet(Frozen):
 # ---- inputs (request bodies) ---------------------------------------------------------------------
 
 _ID = Field(min_length=1, max_length=256, pattern=r"^[^\x00-\x1f]+$")
+MAX_SUPERSEDES = 64
+
+
+def _supersedes_field() -> Any:
+    return Field(
+        None,
+        min_length=1,
+        max_length=MAX_SUPERSEDES,
+        description=(
+            "Ids of earlier episodes or memories this write replaces (their ids or the client keys they "
+            "were written with): they stay stored and auditable, but search and context leave them out"
+        ),
+    )
+
+
+def _tz_aware(name: str, v: datetime | None) -> datetime | None:
+    if v is not None and v.tzinfo is None:
+        raise ValueError(f"{name} must include a timezone (e.g. 2024-05-01T12:00:00Z)")
+    return v
 
 
 class _In(BaseModel):
@@ -157,13 +192,12 @@ class EpisodeIn(_In):
     content: str = Field(min_length=1)
     metadata: dict[str, Any] = Field(default_factory=dict)
     created_at: datetime | None = Field(None, description="Event time (default: now, UTC)")
+    supersedes: list[Annotated[str, _ID]] | None = _supersedes_field()
 
     @field_validator("created_at")
     @classmethod
     def _aware(cls, v: datetime | None) -> datetime | None:
-        if v is not None and v.tzinfo is None:
-            raise ValueError("created_at must include a timezone (e.g. 2024-05-01T12:00:00Z)")
-        return v
+        return _tz_aware("created_at", v)
 
 
 class TranscriptTurnIn(_In):
@@ -202,6 +236,20 @@ class MemoryIn(_In):
         True,
         description="False: the memory is stored, read and listed, but never embedded, so no search finds it",
     )
+    supersedes: list[Annotated[str, _ID]] | None = _supersedes_field()
+    valid_from: datetime | None = Field(None, description="From when it holds (default: when written)")
+    valid_to: datetime | None = Field(None, description="Until when it holds, exclusive (default: open)")
+
+    @field_validator("valid_from", "valid_to")
+    @classmethod
+    def _aware(cls, v: datetime | None, info: ValidationInfo) -> datetime | None:
+        return _tz_aware(str(info.field_name), v)
+
+    @model_validator(mode="after")
+    def _interval(self) -> MemoryIn:
+        if self.valid_from and self.valid_to and self.valid_to <= self.valid_from:
+            raise ValueError("valid_to must be later than valid_from")
+        return self
 
 
 class MemoryPatch(_In):
@@ -209,3 +257,10 @@ class MemoryPatch(_In):
     kind: str | None = Field(None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")
     metadata: dict[str, Any] | None = None
     index: bool | None = Field(None, description="Turn indexing on or off (see MemoryIn.index)")
+    valid_from: datetime | None = Field(None, description="New validity start (null clears it)")
+    valid_to: datetime | None = Field(None, description="New validity end, exclusive (null clears it)")
+
+    @field_validator("valid_from", "valid_to")
+    @classmethod
+    def _aware(cls, v: datetime | None, info: ValidationInfo) -> datetime | None:
+        return _tz_aware(str(info.field_name), v)

@@ -28,7 +28,7 @@ from core.models import Episode, ModelVersion, SparseVector, VectorPoint
 from core.points import chunk_points_of, episode_chunks, episode_point, episode_point_ids
 from core.ports import EpisodicStore, VectorIndex
 from core.retrieval.bm25_sparse import Bm25Sparse
-from core.stores.postgres_episodic import _episode, _memory
+from core.stores.postgres_rows import episode_from_row, memory_columns, memory_from_row
 from core.stores.redis_working import RedisWorkingStore, encode_component
 
 log = logging.getLogger(__name__)
@@ -193,7 +193,7 @@ async def reembed_partition(
         )  # fmt: skip
         if not rows:
             break
-        eps = [_episode(r) for r in rows]
+        eps = [episode_from_row(r) for r in rows]
         # Consolidation gave duplicates no point of their own; keep it that way.
         keys = [(e.tenant_id, e.session_id, e.content_hash) for e in eps]
         owners = await pool.fetch(
@@ -264,15 +264,14 @@ async def _reembed_summaries(
     lexical: Bm25Sparse | None = None,
 ) -> int:
     rows = await pool.fetch(
-        """SELECT m.id, m.tenant_id, m.agent_id, m.session_id, m.kind, m.content, m.metadata, m.source_ids,
-                  m.model_version, m.created_at, m.updated_at
+        f"""SELECT {memory_columns("m.")}
            FROM memory_records m
            WHERE m.kind = 'summary' AND EXISTS (
                SELECT 1 FROM episodes e WHERE e.tenant_id = m.tenant_id AND e.session_id = m.session_id
                  AND e.partition = $1)""",
         partition, timeout=timeout_s,
     )  # fmt: skip
-    records = [_memory(r) for r in rows]
+    records = [memory_from_row(r) for r in rows]
     points: list[VectorPoint] = []
     for i in range(0, len(records), 256):
         chunk = records[i : i + 256]

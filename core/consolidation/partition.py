@@ -40,6 +40,7 @@ from core.embedding.types import EmbedResult, TextEmbedder, merge_results
 from core.ids import deterministic_id
 from core.models import Episode, MemoryRecord, ModelVersion, SparseVector, VectorPoint
 from core.points import (
+    Currency,
     chunk_points_of,
     episode_chunks,
     episode_point,
@@ -122,7 +123,7 @@ def summary_point(
             tenant_id=record.tenant_id, record_type="summary", record_id=str(record.id),
             agent_id=record.agent_id, session_id=record.session_id, kind=record.kind, content=record.content,
             created_at=record.created_at, source_ids=[str(record.id), *record.source_ids], version=version,
-            metadata=record.metadata,
+            metadata=record.metadata, currency=Currency.of(record),
         ),
     )  # fmt: skip
 
@@ -347,7 +348,8 @@ class _PartitionRun:
         out: list[MemoryRecord] = []
         for tenant_id, session_id, start in touched:
             end = start + timedelta(seconds=w)
-            turns = [t for t in context.get((tenant_id, session_id), []) if start <= t.created_at < end]
+            window = [t for t in context.get((tenant_id, session_id), []) if start <= t.created_at < end]
+            turns = [t for t in window if not t.superseded]  # what a successor replaced is not summarised
             distinct = list({t.content_hash: t for t in turns}.values())
             if len(distinct) < MIN_SUMMARY_TURNS:
                 continue

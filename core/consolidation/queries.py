@@ -17,15 +17,12 @@ import asyncpg
 
 from core.ids import content_hash
 from core.models import Episode, MemoryRecord
-from core.stores.postgres_episodic import _episode  # one row → Episode mapping for the whole code base
+from core.stores.postgres_rows import episode_columns, episode_from_row
 
 # Namespace of our advisory locks: pg_try_advisory_lock(LOCK_CLASS, partition) ("hm" + 1).
 LOCK_CLASS = 0x686D0001
 
-_EPISODE_COLS = (
-    "id, tenant_id, agent_id, session_id, partition, role, kind, content, metadata, created_at, "
-    "content_hash, consolidated_at"
-)
+_EPISODE_COLS = episode_columns()
 
 Cursor = tuple[datetime, uuid.UUID]
 
@@ -42,6 +39,7 @@ class ContextTurn:
     content: str
     speaker: str
     content_hash: str
+    superseded: bool = False
 
 
 async def try_lock(conn: asyncpg.Connection, partition: int, *, timeout_s: float) -> bool:
@@ -85,7 +83,7 @@ async def select_batch(
             ORDER BY created_at, id LIMIT $6""",
         partition, a_ts, a_id, u_ts, u_id, limit, timeout=timeout_s,
     )  # fmt: skip
-    return [_episode(r) for r in rows]
+    return [episode_from_row(r) for r in rows]
 
 
 async def consolidated_twins(
@@ -115,7 +113,10 @@ async def session_context(
     """Per (tenant, session): every turn in [lo, hi) plus ``before``/``after`` turns outside it, in order."""
     if not spans:
         return {}
-    cols = "e.id, e.tenant_id, e.session_id, e.agent_id, e.created_at, e.content, e.content_hash, e.metadata"
+    cols = (
+        "e.id, e.tenant_id, e.session_id, e.agent_id, e.created_at, e.content, e.content_hash, e.metadata, "
+        "e.superseded_at"
+    )
     rows = await conn.fetch(
         f"""SELECT x.* FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::timestamptz[])
                  AS s(t, sid, lo, hi)
@@ -139,7 +140,7 @@ async def session_context(
         turn = ContextTurn(
             id=r["id"], tenant_id=r["tenant_id"], session_id=r["session_id"], agent_id=r["agent_id"],
             created_at=r["created_at"], content=r["content"], speaker=str(speaker or ""),
-            content_hash=r["content_hash"],
+            content_hash=r["content_hash"], superseded=r["superseded_at"] is not None,
         )  # fmt: skip
         out.setdefault((turn.tenant_id, turn.session_id), []).append(turn)
     for turns in out.values():
@@ -160,7 +161,7 @@ FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text
 ON CONFLICT (id) DO UPDATE SET
     content = EXCLUDED.content, metadata = EXCLUDED.metadata, source_ids = EXCLUDED.source_ids,
     model_version = EXCLUDED.model_version, content_hash = EXCLUDED.content_hash,
-    updated_at = EXCLUDED.updated_at
+    updated_at = EXCLUDED.updated_at, superseded_by = NULL, superseded_at = NULL
 WHERE memory_records.tenant_id = EXCLUDED.tenant_id
 """
 

@@ -16,7 +16,6 @@ context fall back to ``tsv``. Schema it needs (a migration the episodic store ow
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Iterator
@@ -27,16 +26,16 @@ import asyncpg
 
 from core.errors import InvalidInput, StoreUnavailable
 from core.models import Episode, MemoryRecord
-from core.stores.postgres_episodic import search_filters
+from core.stores.postgres_rows import (
+    episode_columns,
+    episode_from_row,
+    memory_columns,
+    memory_from_row,
+    search_filters,
+)
 
-_COLS = (
-    "e.id, e.tenant_id, e.agent_id, e.session_id, e.partition, e.role, e.kind, e.content, e.metadata, "
-    "e.created_at, e.content_hash, e.consolidated_at"
-)
-_MEMORY_COLS = (
-    "e.id, e.tenant_id, e.agent_id, e.session_id, e.kind, e.content, e.metadata, e.source_ids, "
-    "e.model_version, e.created_at, e.updated_at"
-)
+_COLS = episode_columns("e.")
+_MEMORY_COLS = memory_columns("e.")
 _N_DOCS_TTL_S = 60.0
 _PRUNE_MAX_WORK = 0.25  # prune only when the remaining postings are at most this share
 _CACHE_MAX = 4096  # entries per cache (tenant sizes; (tenant, filters, lexeme) frequencies) per process
@@ -119,27 +118,6 @@ def _filters(filters: dict[str, Any] | None, args: list[Any], *, memories: bool 
     """The episodic store's filter predicates on the ``e`` alias, as an ``AND ...`` suffix."""
     clauses = search_filters(filters, args, memories=memories, alias="e.")
     return "".join(f" AND {c}" for c in clauses)
-
-
-def _episode(row: asyncpg.Record) -> Episode:
-    meta = row["metadata"]
-    return Episode(
-        id=row["id"], tenant_id=row["tenant_id"], agent_id=row["agent_id"], session_id=row["session_id"],
-        partition=row["partition"], role=row["role"], kind=row["kind"], content=row["content"],
-        metadata=json.loads(meta) if isinstance(meta, str) else (meta or {}), created_at=row["created_at"],
-        content_hash=row["content_hash"], consolidated_at=row["consolidated_at"],
-    )  # fmt: skip
-
-
-def _memory(row: asyncpg.Record) -> MemoryRecord:
-    meta = row["metadata"]
-    return MemoryRecord(
-        id=row["id"], tenant_id=row["tenant_id"], agent_id=row["agent_id"], session_id=row["session_id"],
-        kind=row["kind"], content=row["content"],
-        metadata=json.loads(meta) if isinstance(meta, str) else (meta or {}),
-        source_ids=list(row["source_ids"] or []), model_version=row["model_version"],
-        created_at=row["created_at"], updated_at=row["updated_at"],
-    )  # fmt: skip
 
 
 _Cached = TypeVar("_Cached", bound=tuple[Any, ...])
@@ -398,7 +376,7 @@ class PostgresBm25Search:
     ) -> list[tuple[Episode, float]]:
         """The ``k`` best episodes for ``query`` by BM25, with their scores, best first."""
         rows = await self._search("episodes", _COLS, tenant_id, query, k, filters)
-        return [(_episode(r), float(r["score"])) for r in rows]
+        return [(episode_from_row(r), float(r["score"])) for r in rows]
 
     async def search_memories_text(
         self, *, tenant_id: str, query: str, k: int, filters: dict[str, Any] | None = None
@@ -406,7 +384,7 @@ class PostgresBm25Search:
         """The ``k`` best semantic-memory records for ``query`` by BM25 (filters as episodes, plus
         model_version)."""
         rows = await self._search("memory_records", _MEMORY_COLS, tenant_id, query, k, filters)
-        return [(_memory(r), float(r["score"])) for r in rows]
+        return [(memory_from_row(r), float(r["score"])) for r in rows]
 
     async def rebuild_session_context(
         self, *, tenant_id: str, session_id: str, before: int = 2, after: int = 2

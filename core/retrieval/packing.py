@@ -4,6 +4,9 @@ Guarantees: the rendered context counts at most ``token_budget`` tokens with the
 (checked on the final string, not just summed), and a snippet whose content was cut carries
 ``truncated=True`` and ends with an ellipsis in the rendered text.
 
+Currency: a snippet superseded by another candidate is not packed (only the current version is); a
+snippet's line shows its time, and its validity and supersession when it has them.
+
 No repetition (``dedupe``, on by default): a sentence already packed is not packed again (see
 core.retrieval.repeats; a snippet that loses sentences says how many in ``metadata["repeats_dropped"]``,
 one that would be left empty is skipped), so a session summary and the turns it was built from are
@@ -28,14 +31,21 @@ SEPARATOR = "\n"
 ELLIPSIS = " …"
 
 
+def _when(ts: datetime, fmt: str = "%Y-%m-%d %H:%M") -> str:
+    return (ts.astimezone(UTC) if ts.tzinfo is not None else ts).strftime(fmt)
+
+
 def render_snippet(snippet: ScoredSnippet) -> str:
-    """One context line: ``[YYYY-MM-DD HH:MM] content`` (the timestamp helps temporal questions)."""
-    if snippet.created_at is None:
-        return snippet.content
-    ts = snippet.created_at
-    if ts.tzinfo is not None:
-        ts = ts.astimezone(UTC)
-    return f"[{ts:%Y-%m-%d %H:%M}] {snippet.content}"
+    """One context line: ``[YYYY-MM-DD HH:MM] content`` (the timestamp helps temporal questions), with the
+    snippet's currency when it has one: ``[... | valid 2024-01-01 to 2024-06-01 | superseded 2024-05-02]``."""
+    parts = [] if snippet.created_at is None else [_when(snippet.created_at)]
+    if snippet.valid_from is not None or snippet.valid_to is not None:
+        start = "" if snippet.valid_from is None else f" from {_when(snippet.valid_from, '%Y-%m-%d')}"
+        end = "" if snippet.valid_to is None else f" to {_when(snippet.valid_to, '%Y-%m-%d')}"
+        parts.append(f"valid{start}{end}")
+    if snippet.superseded_at is not None:
+        parts.append(f"superseded {_when(snippet.superseded_at, '%Y-%m-%d')}")
+    return f"[{' | '.join(parts)}] {snippet.content}" if parts else snippet.content
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +153,8 @@ def pack_context(
             costs.extend(counter.count_many(block))
         return lines[rank], costs[rank]
 
+    # A snippet whose successor (what superseded it) is among the candidates is never packed beside it.
+    replaced = {s.source_ids[0] for s in ranked if s.source_ids}
     used = 0
     by_tier: dict[str, int] = {}
     chosen: list[tuple[int, ScoredSnippet, str]] = []
@@ -153,6 +165,8 @@ def pack_context(
         room = token_budget - used - overhead
         if room <= 0:
             break  # the budget is spent: no later snippet can fit, whatever its tier
+        if original.superseded_by is not None and original.superseded_by in replaced:
+            continue
         tier = str(original.tier)
         if tier_quotas is not None and tier in tier_quotas:
             room = min(room, tier_quotas[tier] - by_tier.get(tier, 0))

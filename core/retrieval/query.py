@@ -10,6 +10,7 @@ settings take effect for every caller, HTTP included.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -37,6 +38,10 @@ class Filters:
 
     ``kinds``: any of these kinds; ``metadata``: equality on each (key, value) pair;
     ``created_after`` inclusive, ``created_before`` exclusive.
+
+    Currency: by default only what is current is found (nothing superseded or expired, no memory whose
+    validity starts later); ``as_of`` asks what was current at that time instead (and leaves out what did
+    not exist yet); ``include_superseded`` drops the currency conditions (``as_of`` still bounds the start).
     """
 
     agent_id: str | None = None
@@ -45,6 +50,8 @@ class Filters:
     created_after: datetime | None = None
     created_before: datetime | None = None
     metadata: tuple[tuple[str, MetaValue], ...] = ()
+    as_of: datetime | None = None
+    include_superseded: bool = False
 
     @classmethod
     def of(
@@ -56,6 +63,8 @@ class Filters:
         created_after: datetime | None = None,
         created_before: datetime | None = None,
         metadata: Mapping[str, MetaValue] | None = None,
+        as_of: datetime | None = None,
+        include_superseded: bool = False,
     ) -> Filters:
         """Filters from the shapes callers hold (one kind or several, metadata as a mapping)."""
         kinds = (kind,) if isinstance(kind, str) else tuple(kind or ())
@@ -74,6 +83,8 @@ class Filters:
             created_after=_aware(created_after),
             created_before=_aware(created_before),
             metadata=pairs,
+            as_of=_aware(as_of),
+            include_superseded=include_superseded,
         )
 
     def __bool__(self) -> bool:
@@ -104,6 +115,11 @@ class Filters:
             out["created_before"] = self.created_before
         if self.metadata:
             out["metadata"] = dict(self.metadata)
+        at = self.as_of.timestamp() if self.as_of is not None else None
+        if not self.include_superseded:
+            out["current_at"] = at if at is not None else time.time()
+        if at is not None:
+            out["as_of"] = at
         out.update(internal)
         return out
 
@@ -119,6 +135,11 @@ class Filters:
         if self.created_after is not None and (created is None or created < self.created_after):
             return False
         if self.created_before is not None and (created is None or created >= self.created_before):
+            return False
+        if self.as_of is not None and (created is None or created > self.as_of):
+            return False
+        superseded = None if self.include_superseded else ep.superseded_at
+        if superseded is not None and superseded <= (self.as_of or datetime.now(UTC)):
             return False
         return all(ep.metadata.get(key) == value for key, value in self.metadata)
 

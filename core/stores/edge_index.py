@@ -44,12 +44,13 @@ from core.stores.qdrant_index import (
     version_metadata,
 )
 from core.stores.vector_filters import (
+    FLOAT_INDEXES,
     KEYWORD_INDEXES,
     TENANT_FIELD,
-    TIME_FIELD,
     Match,
     parse_filters,
     sources_condition,
+    superseded_marks,
     to_edge_filter,
 )
 
@@ -230,7 +231,8 @@ class EdgeVectorIndex:
         shard.update(
             edge.UpdateOperation.create_field_index(TENANT_FIELD, edge.KeywordIndexParams(is_tenant=True))
         )
-        shard.update(edge.UpdateOperation.create_field_index(TIME_FIELD, edge.PayloadSchemaType.Float))
+        for field in FLOAT_INDEXES:
+            shard.update(edge.UpdateOperation.create_field_index(field, edge.PayloadSchemaType.Float))
         for field in KEYWORD_INDEXES:
             shard.update(edge.UpdateOperation.create_field_index(field, edge.PayloadSchemaType.Keyword))
         return shard
@@ -480,6 +482,15 @@ class EdgeVectorIndex:
         )
         for name in list(self._shards):
             await self._write(self._apply, name, op)
+
+    async def mark_superseded(self, *, tenant_id: str, marks: Sequence[tuple[str, str, float]]) -> None:
+        """Mark the tenant's points derived from each source superseded (core.ports.VectorIndex), in every
+        model version's collection; a point keeps its earliest mark."""
+        self._check_open()
+        for name in list(self._shards):
+            for where, values in superseded_marks(tenant_id, marks):
+                op = edge.UpdateOperation.set_payload_by_filter(to_edge_filter(where), values)
+                await self._write(self._apply, name, op)
 
     async def delete_ids(self, ids: Sequence[uuid.UUID], *, collection: str | None = None) -> None:
         if not ids:

@@ -19,19 +19,31 @@ import asyncpg
 from core.errors import InvalidInput, StoreUnavailable
 from core.ids import content_hash
 from core.models import Episode, MemoryRecord, MemoryVersion, Transcript, TranscriptTurn
+from core.stores.postgres_rows import (
+    FIND_RECORDS,
+    SUPERSEDE,
+    episode_columns,
+    episode_from_row,
+    json_value,
+    memory_columns,
+    memory_from_row,
+    search_filters,
+)
 
 SearchMode = Literal["any", "all"]
 
-_EPISODE_COLS = (
+_EPISODE_COLS = episode_columns()
+_MEMORY_COLS = memory_columns()
+_EPISODE_WRITE_COLS = (
     "id, tenant_id, agent_id, session_id, partition, role, kind, content, metadata, created_at, "
     "content_hash, consolidated_at"
 )
-_MEMORY_COLS = (
+_MEMORY_WRITE_COLS = (
     "id, tenant_id, agent_id, session_id, kind, content, metadata, source_ids, model_version, "
-    "created_at, updated_at, indexed"
+    "created_at, updated_at, indexed, valid_from, valid_to"
 )
 _INSERT_EPISODES = f"""
-INSERT INTO episodes ({_EPISODE_COLS}, transcript_id)
+INSERT INTO episodes ({_EPISODE_WRITE_COLS}, transcript_id)
 SELECT u.id, u.tenant_id, u.agent_id, u.session_id, u.partition, u.role, u.kind, u.content,
        u.metadata::jsonb, u.created_at, u.content_hash, u.consolidated_at, $13::uuid
 FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int[], $6::text[], $7::text[],
@@ -42,26 +54,28 @@ ON CONFLICT (id) DO NOTHING
 RETURNING id
 """
 _UPSERT_MEMORIES = f"""
-INSERT INTO memory_records ({_MEMORY_COLS}, content_hash)
+INSERT INTO memory_records ({_MEMORY_WRITE_COLS}, content_hash)
 SELECT u.id, u.tenant_id, u.agent_id, u.session_id, u.kind, u.content, u.metadata::jsonb,
        ARRAY(SELECT jsonb_array_elements_text(u.source_ids::jsonb)), u.model_version,
-       u.created_at, u.updated_at, u.indexed, u.content_hash
+       u.created_at, u.updated_at, u.indexed, u.valid_from, u.valid_to, u.content_hash
 FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
-            $8::text[], $9::text[], $10::timestamptz[], $11::timestamptz[], $12::bool[], $13::text[])
+            $8::text[], $9::text[], $10::timestamptz[], $11::timestamptz[], $12::bool[],
+            $13::timestamptz[], $14::timestamptz[], $15::text[])
      AS u(id, tenant_id, agent_id, session_id, kind, content, metadata, source_ids, model_version,
-          created_at, updated_at, indexed, content_hash)
+          created_at, updated_at, indexed, valid_from, valid_to, content_hash)
 ON CONFLICT (id) DO UPDATE SET
     agent_id = EXCLUDED.agent_id, session_id = EXCLUDED.session_id, kind = EXCLUDED.kind,
     content = EXCLUDED.content, metadata = EXCLUDED.metadata, source_ids = EXCLUDED.source_ids,
     model_version = EXCLUDED.model_version, content_hash = EXCLUDED.content_hash,
-    updated_at = EXCLUDED.updated_at, indexed = EXCLUDED.indexed
+    updated_at = EXCLUDED.updated_at, indexed = EXCLUDED.indexed, valid_from = EXCLUDED.valid_from,
+    valid_to = EXCLUDED.valid_to
 WHERE memory_records.tenant_id = EXCLUDED.tenant_id
 RETURNING id, (xmax = 0) AS inserted
 """
 # Each written memory's new state as its next version (the same transaction as the write).
 _VERSION_COLS = (
     "tenant_id, memory_id, version, op, agent_id, session_id, kind, content, metadata, source_ids, "
-    "indexed, changed_at, changed_by"
+    "indexed, valid_from, valid_to, changed_at, changed_by"
 )
 _NEXT_VERSION = (
     "COALESCE((SELECT max(v.version) FROM memory_versions v "
@@ -71,7 +85,8 @@ _RECORD_VERSIONS = f"""
 INSERT INTO memory_versions ({_VERSION_COLS})
 SELECT m.tenant_id, m.id, {_NEXT_VERSION},
        CASE WHEN m.id = ANY($2::uuid[]) THEN 'create' ELSE 'update' END,
-       m.agent_id, m.session_id, m.kind, m.content, m.metadata, m.source_ids, m.indexed, m.updated_at, $3
+       m.agent_id, m.session_id, m.kind, m.content, m.metadata, m.source_ids, m.indexed, m.valid_from,
+       m.valid_to, m.updated_at, $3
 FROM memory_records m WHERE m.id = ANY($1::uuid[])
 """
 # A delete is recorded as a last version holding the deleted state.
@@ -79,7 +94,7 @@ _DELETE_MEMORIES = f"""
 WITH m AS (DELETE FROM memory_records WHERE tenant_id = $1 AND id = ANY($2::uuid[]) RETURNING *)
 INSERT INTO memory_versions ({_VERSION_COLS})
 SELECT m.tenant_id, m.id, {_NEXT_VERSION}, 'delete', m.agent_id, m.session_id, m.kind, m.content,
-       m.metadata, m.source_ids, m.indexed, now(), $3
+       m.metadata, m.source_ids, m.indexed, m.valid_from, m.valid_to, now(), $3
 FROM m
 RETURNING memory_id
 """
@@ -96,70 +111,6 @@ async def init_connection(conn: asyncpg.Connection) -> None:
     """Pool ``init=`` hook: decode json/jsonb to Python objects (the store also copes without it)."""
     for name in ("json", "jsonb"):
         await conn.set_type_codec(name, encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
-
-
-def _json(value: Any) -> Any:
-    return json.loads(value) if isinstance(value, str) else value
-
-
-def _episode(row: asyncpg.Record) -> Episode:
-    return Episode(
-        id=row["id"], tenant_id=row["tenant_id"], agent_id=row["agent_id"], session_id=row["session_id"],
-        partition=row["partition"], role=row["role"], kind=row["kind"], content=row["content"],
-        metadata=_json(row["metadata"]), created_at=row["created_at"], content_hash=row["content_hash"],
-        consolidated_at=row["consolidated_at"],
-    )  # fmt: skip
-
-
-def _memory(row: asyncpg.Record) -> MemoryRecord:
-    return MemoryRecord(
-        id=row["id"], tenant_id=row["tenant_id"], agent_id=row["agent_id"], session_id=row["session_id"],
-        kind=row["kind"], content=row["content"], metadata=_json(row["metadata"]),
-        source_ids=list(row["source_ids"]), model_version=row["model_version"],
-        created_at=row["created_at"], updated_at=row["updated_at"], indexed=row.get("indexed", True),
-    )  # fmt: skip
-
-
-def search_filters(
-    filters: dict[str, Any] | None, args: list[Any], *, memories: bool, alias: str = ""
-) -> list[str]:
-    """SQL predicates for the shared filter keys; values are appended to ``args`` as parameters.
-
-    ``kind`` is one value or any of several; ``created_after`` is inclusive, ``created_before`` exclusive;
-    ``metadata`` is jsonb containment; ``unconsolidated`` (episodes only) keeps the episodes consolidation
-    has not reached yet; a memory search never sees unindexed memories. ``alias`` prefixes the columns
-    (``"e."`` in a joined query).
-    """
-    clauses: list[str] = []
-    filters = filters or {}
-    col = alias
-    for name in ("agent_id", "session_id", "kind"):
-        value = filters.get(name)
-        if value is None:
-            continue
-        if isinstance(value, list | tuple):
-            args.append([str(v) for v in value])
-            clauses.append(f"{col}{name} = ANY(${len(args)}::text[])")
-        else:
-            args.append(value)
-            clauses.append(f"{col}{name} = ${len(args)}")
-    for name, op in (("created_after", ">="), ("created_before", "<")):
-        value = filters.get(name)
-        if value is not None:
-            args.append(value)
-            clauses.append(f"{col}created_at {op} ${len(args)}::timestamptz")
-    meta = filters.get("metadata")
-    if meta:
-        args.append(json.dumps(meta))
-        clauses.append(f"{col}metadata @> ${len(args)}::text::jsonb")
-    if memories:
-        clauses.append(f"{col}indexed")  # an unindexed memory (MemoryIn.index false) is never searched
-    if memories and filters.get("model_version") is not None:
-        args.append(filters["model_version"])
-        clauses.append(f"{col}model_version = ${len(args)}")
-    if not memories and filters.get("unconsolidated"):
-        clauses.append(f"{col}consolidated_at IS NULL")  # the partial index ix_episodes_fresh_tsv
-    return clauses
 
 
 PING_TIMEOUT_S = 2.0
@@ -238,7 +189,7 @@ class PostgresEpisodeStore:
         rows = await self._fetch(
             f"SELECT {_EPISODE_COLS} FROM episodes WHERE tenant_id = $1 AND id = $2", tenant_id, episode_id
         )
-        return _episode(rows[0]) if rows else None
+        return episode_from_row(rows[0]) if rows else None
 
     async def recent_episodes(
         self, *, tenant_id: str, session_id: str, limit: int, agent_id: str | None = None
@@ -252,7 +203,7 @@ class PostgresEpisodeStore:
                 ORDER BY created_at DESC, id DESC LIMIT $4""",
             tenant_id, session_id, agent_id, limit,
         )  # fmt: skip
-        return [_episode(r) for r in reversed(rows)]
+        return [episode_from_row(r) for r in reversed(rows)]
 
     async def list_episodes(
         self,
@@ -273,7 +224,7 @@ class PostgresEpisodeStore:
                 ORDER BY created_at, id LIMIT $6""",
             tenant_id, session_id, agent_id, after_ts, after_id, limit,
         )  # fmt: skip
-        return [_episode(r) for r in rows]
+        return [episode_from_row(r) for r in rows]
 
     async def delete_episodes(self, *, tenant_id: str, episode_ids: Sequence[uuid.UUID]) -> int:
         status = await self._execute(
@@ -317,8 +268,9 @@ class PostgresEpisodeStore:
         r = rows[0]
         return Transcript(
             id=r["id"], tenant_id=r["tenant_id"], agent_id=r["agent_id"], session_id=r["session_id"],
-            title=r["title"], participants=list(r["participants"]), metadata=_json(r["metadata"]),
-            created_at=r["created_at"], turns=[TranscriptTurn.model_validate(t) for t in _json(r["turns"])],
+            title=r["title"], participants=list(r["participants"]), metadata=json_value(r["metadata"]),
+            created_at=r["created_at"],
+            turns=[TranscriptTurn.model_validate(t) for t in json_value(r["turns"])],
             episode_ids=list(r["episode_ids"]),
         )  # fmt: skip
 
@@ -333,12 +285,12 @@ class PostgresEpisodeStore:
         latest = {rec.id: rec for rec in records}
         if not latest:
             return
-        cols: list[list[Any]] = [[] for _ in range(13)]
+        cols: list[list[Any]] = [[] for _ in range(15)]
         for m in latest.values():
             values = (
                 m.id, m.tenant_id, m.agent_id, m.session_id, m.kind, m.content, json.dumps(m.metadata),
                 json.dumps(m.source_ids), m.model_version, m.created_at, m.updated_at, m.indexed,
-                content_hash(m.content),
+                m.valid_from, m.valid_to, content_hash(m.content),
             )  # fmt: skip
             for col, value in zip(cols, values, strict=True):
                 col.append(value)
@@ -359,7 +311,7 @@ class PostgresEpisodeStore:
             tenant_id,
             memory_id,
         )
-        return _memory(rows[0]) if rows else None
+        return memory_from_row(rows[0]) if rows else None
 
     async def get_memories(self, *, tenant_id: str, memory_ids: Sequence[uuid.UUID]) -> list[MemoryRecord]:
         """The tenant's memories among ``memory_ids`` (one round trip; missing ids are skipped)."""
@@ -368,7 +320,7 @@ class PostgresEpisodeStore:
             tenant_id,
             list(memory_ids),
         )
-        return [_memory(r) for r in rows]
+        return [memory_from_row(r) for r in rows]
 
     async def list_memories(
         self,
@@ -387,7 +339,7 @@ class PostgresEpisodeStore:
                 ORDER BY created_at, id LIMIT $5""",
             tenant_id, agent_id, after_ts, after_id, limit,
         )  # fmt: skip
-        return [_memory(r) for r in rows]
+        return [memory_from_row(r) for r in rows]
 
     async def delete_memories(
         self, *, tenant_id: str, memory_ids: Sequence[uuid.UUID], changed_by: str | None = None
@@ -412,14 +364,37 @@ class PostgresEpisodeStore:
                 session_id=r["session_id"],
                 kind=r["kind"],
                 content=r["content"],
-                metadata=_json(r["metadata"]),
+                metadata=json_value(r["metadata"]),
                 source_ids=list(r["source_ids"]),
                 indexed=r["indexed"],
+                valid_from=r["valid_from"],
+                valid_to=r["valid_to"],
                 changed_at=r["changed_at"],
                 changed_by=r["changed_by"],
             )
             for r in rows
         ]
+
+    # -- supersedes -------------------------------------------------------------------------------
+
+    async def find_records(
+        self, *, tenant_id: str, ids: Sequence[uuid.UUID]
+    ) -> dict[uuid.UUID, Literal["episode", "memory"]]:
+        """Which of ``ids`` are the tenant's episodes or memories (one round trip; others left out)."""
+        rows = await self._fetch(FIND_RECORDS, tenant_id, list(ids))
+        return {r["id"]: r["type"] for r in rows}
+
+    async def supersede(
+        self, *, tenant_id: str, links: Sequence[tuple[uuid.UUID, uuid.UUID, datetime]]
+    ) -> list[tuple[uuid.UUID, uuid.UUID, datetime]]:
+        """Mark each (target, by, at): the tenant's episode or memory ``target`` is superseded by ``by``
+        from ``at``. The earliest supersession of a row stands (a replay changes nothing). Returns the
+        links applied, as (target, by, at)."""
+        if not links:
+            return []
+        targets, by, at = (list(col) for col in zip(*links, strict=True))
+        rows = await self._fetch(SUPERSEDE, tenant_id, targets, by, at)
+        return [(r["id"], r["superseded_by"], r["superseded_at"]) for r in rows]
 
     # -- full-text search -------------------------------------------------------------------------
 
@@ -435,7 +410,7 @@ class PostgresEpisodeStore:
         """Episodes matching ``query`` lexically, best ``ts_rank_cd`` first. Filters: agent_id, session_id,
         kind, created_after (inclusive), created_before (exclusive), metadata (jsonb containment)."""
         rows = await self._search("episodes", _EPISODE_COLS, tenant_id, query, k, filters, mode)
-        return [(_episode(r), float(r["rank"])) for r in rows]
+        return [(episode_from_row(r), float(r["rank"])) for r in rows]
 
     async def search_memories_text(
         self,
@@ -448,7 +423,7 @@ class PostgresEpisodeStore:
     ) -> list[tuple[MemoryRecord, float]]:
         """Memory records matching ``query`` lexically; filters as :meth:`search_text` plus model_version."""
         rows = await self._search("memory_records", _MEMORY_COLS, tenant_id, query, k, filters, mode)
-        return [(_memory(r), float(r["rank"])) for r in rows]
+        return [(memory_from_row(r), float(r["rank"])) for r in rows]
 
     async def _search(
         self,

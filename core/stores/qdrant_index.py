@@ -21,12 +21,14 @@ from core.errors import Conflict, InvalidInput, NotFound, StoreUnavailable
 from core.models import JsonDict, ModelVersion, SparseVector, VectorHit, VectorPoint
 from core.settings import QdrantSettings
 from core.stores.vector_filters import (
+    FLOAT_INDEXES,
     KEYWORD_INDEXES,
     TENANT_FIELD,
     TIME_FIELD,
     Match,
     parse_filters,
     sources_condition,
+    superseded_marks,
     to_qdrant_filter,
     to_timestamp,
 )
@@ -206,7 +208,7 @@ class QdrantVectorIndex:
     async def _create_payload_indexes(self, name: str) -> None:
         fields: list[tuple[str, models.PayloadSchemaType | models.KeywordIndexParams]] = [
             (TENANT_FIELD, models.KeywordIndexParams(type=models.KeywordIndexType.KEYWORD, is_tenant=True)),
-            (TIME_FIELD, models.PayloadSchemaType.FLOAT),
+            *((f, models.PayloadSchemaType.FLOAT) for f in FLOAT_INDEXES),
             *((f, models.PayloadSchemaType.KEYWORD) for f in KEYWORD_INDEXES),
         ]
         for field, schema in fields:
@@ -393,6 +395,15 @@ class QdrantVectorIndex:
         for name in await self._our_collections():
             async with self._call("delete"):
                 await self._client.delete(name, points_selector=selector, wait=True)
+
+    async def mark_superseded(self, *, tenant_id: str, marks: Sequence[tuple[str, str, float]]) -> None:
+        """Mark the tenant's points derived from each source superseded (core.ports.VectorIndex), in every
+        model version's collection; a point keeps its earliest mark."""
+        for name in await self._our_collections():
+            for where, values in superseded_marks(tenant_id, marks):
+                selector = models.FilterSelector(filter=to_qdrant_filter(where))
+                async with self._call("set_payload"):
+                    await self._client.set_payload(name, payload=values, points=selector, wait=True)
 
     async def delete_ids(self, ids: Sequence[uuid.UUID], *, collection: str | None = None) -> None:
         if not ids:

@@ -6,11 +6,12 @@ the Retriever's handle as it is, and the result it returns is serialised once.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Response
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from core.models import ScoredSnippet, Tier
 from core.retrieval.query import ContextQuery, Filters, SearchQuery
@@ -54,13 +55,31 @@ class _ReadRequest(BaseModel):
     mode: Literal["hybrid", "vector", "lexical"] = "hybrid"
     filters: SearchFilters = Field(default_factory=SearchFilters)
     tiers: list[Tier] | None = Field(None, description="Tiers to search (default: all)")
+    as_of: datetime | None = Field(
+        None,
+        description="Answer with what was current at this time: what existed then and was not yet "
+        "superseded or expired (default: now)",
+    )
+    include_superseded: bool = Field(
+        False,
+        description="Also find superseded, expired and not-yet-valid items, each with its superseded_by, "
+        "superseded_at, valid_from and valid_to",
+    )
+
+    @field_validator("as_of")
+    @classmethod
+    def _aware(cls, v: datetime | None) -> datetime | None:
+        if v is not None and v.tzinfo is None:
+            raise ValueError("as_of must include a timezone (e.g. 2024-05-01T12:00:00Z)")
+        return v
 
     def _shared(self, tenant_id: str) -> dict[str, Any]:
+        filters = self.filters.to_filters()
         return {
             "tenant_id": tenant_id,
             "text": self.query,
             "mode": self.mode,
-            "filters": self.filters.to_filters(),
+            "filters": replace(filters, as_of=self.as_of, include_superseded=self.include_superseded),
             "tiers": None if self.tiers is None else tuple(t.value for t in self.tiers),
         }
 

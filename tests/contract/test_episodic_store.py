@@ -322,3 +322,89 @@ async def test_pool_without_json_codec_still_works(pg_database: str, tenant: str
     finally:
         await pool.close()
     assert init_connection is not None
+
+
+async def test_supersede_marks_the_earliest_and_stays_in_the_tenant(store: Any, tenant: str) -> None:
+    old, new, newer = episode(tenant, n=0), episode(tenant, n=1), episode(tenant, n=2)
+    fact = memory(tenant, 3)
+    await store.insert_episodes([old, new, newer])
+    await store.upsert_memories([fact])
+    other = f"{tenant}-other"
+    assert await store.find_records(tenant_id=tenant, ids=[old.id, fact.id, uuid.uuid4()]) == {
+        old.id: "episode",
+        fact.id: "memory",
+    }
+    assert await store.find_records(tenant_id=other, ids=[old.id, fact.id]) == {}
+
+    t1, t2 = T0 + timedelta(hours=1), T0 + timedelta(hours=2)
+    applied = await store.supersede(tenant_id=tenant, links=[(old.id, new.id, t2), (fact.id, new.id, t2)])
+    assert sorted(applied, key=str) == sorted([(old.id, new.id, t2), (fact.id, new.id, t2)], key=str)
+    # An earlier supersession replaces a later one; a later one (or a replay) changes nothing.
+    assert await store.supersede(tenant_id=tenant, links=[(old.id, newer.id, t1)]) == [(old.id, newer.id, t1)]
+    assert await store.supersede(tenant_id=tenant, links=[(old.id, new.id, t2)]) == []
+    # Another tenant cannot mark this tenant's rows.
+    assert await store.supersede(tenant_id=other, links=[(new.id, old.id, t1)]) == []
+
+    got = await store.get_episode(tenant_id=tenant, episode_id=old.id)
+    assert (got.superseded_by, got.superseded_at) == (newer.id, t1)
+    assert (await store.get_episode(tenant_id=tenant, episode_id=new.id)).superseded_by is None
+    kept = await store.get_memory(tenant_id=tenant, memory_id=fact.id)
+    assert (kept.superseded_by, kept.superseded_at, kept.content) == (new.id, t2, fact.content)
+    # A rewrite of the memory's content does not clear what superseded it.
+    await store.upsert_memories([kept.model_copy(update={"content": "fact rewritten"})])
+    again = await store.get_memory(tenant_id=tenant, memory_id=fact.id)
+    assert (again.superseded_by, again.content) == (new.id, "fact rewritten")
+
+
+async def test_search_leaves_out_what_is_not_current_at_the_asked_time(store: Any, tenant: str) -> None:
+    old = episode(tenant, n=0, content="my budget is 150 euros a night")
+    new = episode(tenant, n=10, content="my budget is now 200 euros a night")
+    await store.insert_episodes([old, new])
+    switch = new.created_at
+    await store.supersede(tenant_id=tenant, links=[(old.id, new.id, switch)])
+
+    async def found(**filters: Any) -> list[str]:
+        hits = await store.search_text(tenant_id=tenant, query="budget euros night", k=10, filters=filters)
+        return sorted(ep.content for ep, _ in hits)
+
+    now = time.time()
+    assert await found(current_at=now) == [new.content]
+    assert await found() == sorted([old.content, new.content])  # no currency asked: every row
+    before = switch - timedelta(seconds=5)
+    assert await found(current_at=before.timestamp(), as_of=before.timestamp()) == [old.content]
+    assert await found(as_of=before.timestamp()) == [old.content]  # what existed then, superseded or not
+
+
+async def test_memory_validity_round_trips_and_bounds_search(store: Any, tenant: str) -> None:
+    start, end = T0 + timedelta(days=1), T0 + timedelta(days=30)
+    lease = memory(tenant, 0, content="the office lease runs at the harbour building").model_copy(
+        update={"valid_from": start, "valid_to": end}
+    )
+    await store.upsert_memories([lease])
+    got = await store.get_memory(tenant_id=tenant, memory_id=lease.id)
+    assert (got.valid_from, got.valid_to) == (start, end)
+    history = await store.memory_history(tenant_id=tenant, memory_id=lease.id)
+    assert (history[-1].valid_from, history[-1].valid_to) == (start, end)
+
+    async def found(at: datetime) -> int:
+        filters = {"current_at": at.timestamp(), "as_of": at.timestamp()}
+        hits = await store.search_memories_text(tenant_id=tenant, query="office lease", k=5, filters=filters)
+        return len(hits)
+
+    assert await found(start - timedelta(seconds=1)) == 0
+    assert await found(start) == 1
+    assert await found(end - timedelta(seconds=1)) == 1
+    assert await found(end) == 0  # valid_to is exclusive
+
+
+async def test_what_cites_a_superseded_record_is_superseded_with_it(store: Any, tenant: str) -> None:
+    old, new = episode(tenant, n=0), episode(tenant, n=1)
+    await store.insert_episodes([old, new])
+    summary = memory(tenant, 2).model_copy(update={"source_ids": [str(old.id), "other"]})
+    unrelated = memory(tenant, 3)
+    await store.upsert_memories([summary, unrelated])
+    at = T0 + timedelta(hours=1)
+    assert await store.supersede(tenant_id=tenant, links=[(old.id, new.id, at)]) == [(old.id, new.id, at)]
+    cited = await store.get_memory(tenant_id=tenant, memory_id=summary.id)
+    assert (cited.superseded_by, cited.superseded_at) == (new.id, at)
+    assert (await store.get_memory(tenant_id=tenant, memory_id=unrelated.id)).superseded_by is None

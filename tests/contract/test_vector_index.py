@@ -21,6 +21,7 @@ from qdrant_client import AsyncQdrantClient
 from core.errors import InvalidInput, NotFound, StoreUnavailable
 from core.ids import deterministic_id
 from core.models import ModelVersion, VectorPoint
+from core.points import Currency
 from core.ports import VectorIndex
 from core.settings import QdrantSettings, Settings
 from core.stores.edge_index import EdgeVectorIndex
@@ -445,3 +446,53 @@ async def test_edge_forgets_a_collection_missing_on_disk(tmp_path: Path) -> None
         assert await idx.live_version() == V1.key
     finally:
         await idx.close()
+
+
+def current(at: datetime, *, as_of: bool = True) -> dict[str, float]:
+    return {"current_at": at.timestamp(), **({"as_of": at.timestamp()} if as_of else {})}
+
+
+async def test_supersede_marks_and_currency_filters(index: VectorIndex) -> None:
+    day = timedelta(days=1)
+    lease = Currency(valid_from=T0 + day, valid_to=T0 + 30 * day)
+    c1 = await index.ensure_collection(V1)
+
+    def dated(tenant: str, source: str, seed: int, at: datetime, **kw: Any) -> VectorPoint:
+        currency: Currency = kw.pop("currency", Currency())
+        p = point(tenant, source, unit(seed), created_at=at, **kw)
+        return p.model_copy(update={"payload": {**p.payload, **currency.payload(at)}})
+
+    await index.upsert(
+        [
+            dated("a", "old", 1, T0),
+            dated("a", "new", 2, T0 + 10 * day),
+            dated("a", "summary", 3, T0, source_ids=["summary", "old", "other"]),
+            dated("a", "lease", 4, T0, currency=lease),
+            dated("b", "old", 1, T0),
+        ]
+    )
+    c2 = await index.ensure_collection(V2, make_live=False)
+    await index.upsert([dated("a", "old", 1, T0, version=V2)], collection=c2)
+
+    switch = T0 + 10 * day
+    await index.mark_superseded(tenant_id="a", marks=[("old", "new", switch.timestamp())])
+    # A later mark of the same source changes nothing: the earliest supersession stands.
+    await index.mark_superseded(tenant_id="a", marks=[("old", "lease", (switch + day).timestamp())])
+
+    async def found(tenant: str, filters: dict[str, Any], collection: str | None = None) -> set[str]:
+        hits = await index.search(unit(1), tenant_id=tenant, k=10, filters=filters, collection=collection)
+        return ids_of(hits)
+
+    now = datetime.now(UTC)
+    assert await found("a", current(now, as_of=False)) == {"new"}  # the lease expired, "old" replaced
+    assert await found("a", current(T0 + 5 * day)) == {"old", "summary", "lease"}  # "new" not yet there
+    assert await found("a", current(switch + 0.5 * day)) == {"new", "lease"}
+    assert await found("a", {"as_of": (T0 + 5 * day).timestamp()}) == {"old", "summary", "lease"}
+    assert await found("a", {}) == {"old", "new", "summary", "lease"}
+    assert await found("b", current(now)) == {"old"}  # another tenant's point is never marked
+    assert await found("a", current(now), collection=c2) == set()  # every version's collection
+    assert c1 != c2
+
+    hits = await index.search(unit(1), tenant_id="a", k=10)
+    marked = {h.payload["record_id"]: h.payload.get("superseded_by") for h in hits}
+    assert marked == {"old": "new", "summary": "new", "new": None, "lease": None}

@@ -8,6 +8,7 @@ embedded vector store that a running process owns.
 from __future__ import annotations
 
 import contextlib
+import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -90,7 +91,12 @@ async def populate(settings: Settings, embedder: SentenceTransformerEmbedder, te
             TranscriptIn(agent_id="a1", session_id="neg", participants=["buyer", "seller"], turns=turns),
         )
         await service.upsert_memories(
-            tenant, [MemoryIn(agent_id="a1", content=t, kind="fact") for t in TEXTS[:4]]
+            tenant,
+            [MemoryIn(id=f"m{i}", agent_id="a1", content=t, kind="fact") for i, t in enumerate(TEXTS[:4])],
+        )
+        # A fact that replaces another: the relation must survive the round trip (issue 26).
+        await service.upsert_memory(
+            tenant, MemoryIn(agent_id="a1", content=f"{TEXTS[0]} No longer.", supersedes=["m0"])
         )
         result = await embedder.embed([e.content for e in stored.episodes])
         collection = await vectors.ensure_collection(result.version)
@@ -127,6 +133,18 @@ async def observe(settings: Settings, embedder: SentenceTransformerEmbedder, ten
             q: [str(h.id) for h in await vectors.search(v, tenant_id=tenant, k=5)]
             for q, v in zip(QUERIES, vecs, strict=True)
         }
+        now = {"current_at": time.time()}
+        seen["current"] = {
+            q: [str(h.id) for h in await vectors.search(v, tenant_id=tenant, k=5, filters=now)]
+            for q, v in zip(QUERIES, vecs, strict=True)
+        }
+        async with res.pool.acquire() as conn:
+            seen["superseded"] = [
+                tuple(r)
+                for r in await conn.fetch(
+                    "SELECT id, superseded_by FROM memory_records WHERE superseded_by IS NOT NULL"
+                )
+            ]
         working = await res.working.recent_session(tenant_id=tenant, session_id="s0", limit=10)
         seen["buffer"] = [str(e.id) for e in working]
     return seen
@@ -168,8 +186,9 @@ async def test_backup_then_restore_into_fresh_stores_gives_the_same_answers(
             await populate(src, embedder, tenant)
             before = await observe(src, embedder, tenant)
             assert before["rows"]["episodes"] == len(TEXTS) + 2
-            assert before["rows"]["transcripts"] == 1 and before["rows"]["memory_records"] == 4
-            assert before["points"] == len(TEXTS) + 4
+            assert before["rows"]["transcripts"] == 1 and before["rows"]["memory_records"] == 5
+            assert before["points"] == len(TEXTS) + 5
+            assert len(before["superseded"]) == 1 and before["current"] != before["vector"]
             assert all(before["lexical"].values()) and all(before["vector"].values())
 
             # The embedded store belongs to one process: no backup while someone holds it.

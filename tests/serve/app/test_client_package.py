@@ -94,6 +94,20 @@ async def test_mcp_over_stdio_stores_searches_and_edits_memories(app_server: App
             _payload(await mcp.call_tool("get_memory", {"memory_id": memory["id"]}))["content"]
             == edited["content"]
         )
+        # A changed fact: the new memory supersedes the old one, which then only shows when asked for.
+        newer = _payload(
+            await mcp.call_tool(
+                "remember", {"content": f"Ada now drinks {marker} juice.", "supersedes": [memory["id"]]}
+            )
+        )
+        hits = _payload(await mcp.call_tool("search", {"query": f"Ada drinks {marker}", "k": 10}))["hits"]
+        ids = {h["source_ids"][0] for h in hits}
+        assert newer["id"] in ids and memory["id"] not in ids, hits
+        args = {"query": f"Ada drinks {marker}", "k": 10, "include_superseded": True}
+        hits = _payload(await mcp.call_tool("search", args))["hits"]
+        assert {h["source_ids"][0]: h["superseded_by"] for h in hits}[memory["id"]] == newer["id"]
+        bad = await mcp.call_tool("search", {"query": "x", "as_of": "yesterday"})
+        assert bad.is_error and "as_of" in bad.content[0].text
         page = _payload(await mcp.call_tool("list_memories", {"agent_id": "mcp-test", "limit": 100}))
         assert memory["id"] in {m["id"] for m in page["memories"]}
 
