@@ -54,6 +54,7 @@ bench: setup
 	$(HM) bench locomo --json --out $(RESULTS)/quality_locomo.json
 	$(HM) bench scifact --json --out $(RESULTS)/quality_scifact.json
 	$(HM) bench soak --duration 300 --json --out $(RESULTS)/soak.json
+	$(HM) bench updates --json --out $(RESULTS)/updates.json
 	$(MAKE) test-faults FAULTS_JSON=$(CURDIR)/$(RESULTS)/faults.json
 	$(MAKE) bench-report
 

@@ -28,6 +28,7 @@ COMMANDS = {
     "quality_scifact": "hybridmem bench scifact --data ../shared/bench/scifact "
     "--qrels ../shared/bench/scifact/qrels/train.tsv --json",
     "soak": "hybridmem bench soak --duration 300 --json",
+    "updates": "hybridmem bench updates --json",
     "faults": "make test-faults FAULTS_JSON=bench/results/faults.json",
     "embed_device": "python -m bench.embed_device --json (make bench-gpu; needs a GPU)",
 }
@@ -100,6 +101,8 @@ TARGETS: list[tuple[str, str, str, str, float]] = [
     ("LoCoMo context redundancy, 512 tokens", "quality_locomo", "context.512.redundancy", "<=", 0.02),
     ("LoCoMo context redundancy, 1024 tokens", "quality_locomo", "context.1024.redundancy", "<=", 0.02),
     ("SciFact nDCG@10 (hybrid)", "quality_scifact", "ndcg@10", ">=", 0.75),
+    # Issue 26: a changed fact's current value, and not a stale one, in /v1/context (declared supersedes).
+    ("knowledge updates answered, supersedes declared", "updates", "declared", ">=", 0.98),
     # Issue 22: the served read path against its limit (the same core code in one process), same run.
     ("/v1/context CPU per request, served / limit, 100k", "retrieve_100k", "ratio_cpu", "<=", 3.0),
     ("/v1/context req/s at 16 clients, served / limit, 100k", "retrieve_100k", "ratio_qps", ">=", 0.6),

@@ -138,6 +138,7 @@ BENCHES = {
     "locomo": "bench.quality_locomo",
     "scifact": "bench.quality_scifact",
     "soak": "bench.soak",
+    "updates": "bench.updates",
 }
 
 
@@ -290,7 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser(
         "bench",
-        help="run a benchmark (embed, ingest, retrieve, consolidate, locomo, scifact, soak)",
+        help="run a benchmark (embed, ingest, retrieve, consolidate, locomo, scifact, soak, updates)",
         description="Run one benchmark against a fresh local app (or --url/--key of a running one). "
         "With --json the last line printed is one JSON object.",
     )
@@ -311,6 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: under HYBRIDMEM_BENCH_DATA, else ../shared/bench)",
     )
     bench.add_argument("--qrels", help="scifact: qrels TSV")
+    bench.add_argument("--conversations", type=int, help="updates: generated conversations (default 30)")
     bench.add_argument("--modes", help="locomo/scifact: comma-separated modes (hybrid,vector,lexical)")
     bench.add_argument("--duration", type=float, help="soak: seconds of load after warm-up")
     bench.add_argument("--rate", type=float, help="soak: operations started per second")

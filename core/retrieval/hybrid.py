@@ -40,6 +40,9 @@ logger = logging.getLogger(__name__)
 
 TIERS: tuple[str, ...] = (Tier.SEMANTIC.value, Tier.EPISODIC.value, Tier.WORKING.value)
 _VERSION_TTL_S = 30.0
+# While no collection exists yet, look again this often: the first consolidation creates one, and the
+# semantic tier must answer from then on, not half a minute later.
+_NO_COLLECTION_TTL_S = 1.0
 # Points fetched per wanted record from the vector tier (a long record also has chunk points).
 _CHUNK_OVERFETCH = 2
 
@@ -281,7 +284,12 @@ class HybridRetriever:
         """(checked at, the live collection's model version, whether it holds BM25 vectors), re-read
         every ``_VERSION_TTL_S``."""
         now = time.monotonic()
-        if self._engine is None or now - self._engine[0] > _VERSION_TTL_S:
+        ttl = (
+            _VERSION_TTL_S
+            if self._engine is not None and self._engine[1] is not None
+            else _NO_COLLECTION_TTL_S
+        )
+        if self._engine is None or now - self._engine[0] > ttl:
             live = await self._vectors.live_version()
             lexical = live is not None and self._terms is not None and await self._vectors.lexical_ready()
             if live is not None and self._terms is not None and not lexical and self._engine is None:

@@ -340,3 +340,20 @@ async def test_context_fetches_as_many_candidates_as_asked() -> None:
     asked.clear()
     await retriever.context(ContextQuery(tenant_id="t1", text="invoice XJ42", token_budget=64))
     assert set(asked) == {RetrievalSettings().context_candidates}
+
+
+async def test_the_first_collection_is_searched_as_soon_as_it_exists(monkeypatch: pytest.MonkeyPatch) -> None:
+    retriever, _, _, index, _ = await _setup()
+    live: list[str | None] = [None]
+
+    async def live_version() -> str | None:
+        return live[0]
+
+    monkeypatch.setattr(index, "live_version", live_version)
+    clock = [1000.0]
+    monkeypatch.setattr("core.retrieval.hybrid.time.monotonic", lambda: clock[0])
+    query = SearchQuery(tenant_id="t1", text="car", k=3, tiers=("semantic",))
+    assert (await retriever.search(query)).snippets == []  # nothing consolidated yet
+    live[0] = VERSION.key  # the first consolidation made the collection
+    clock[0] += 2.0  # seconds, not the half minute a known collection's version is kept
+    assert CORPUS[0] in [s.content for s in (await retriever.search(query)).snippets]
