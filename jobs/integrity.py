@@ -10,6 +10,9 @@ points (the alias), counting per record_type, and lists the drift:
   deterministic ids. A missing ``memory`` point (written through the API) is only reported: re-put it.
 - orphan points: a point whose record no longer exists in Postgres (deleted, archived), or whose memory
   record is no longer indexed (``index`` false). Repair: delete.
+- unmarked supersessions: a record Postgres holds as superseded (``superseded_by``) whose points still
+  read as current (a mark that failed after the commit, or a point written from a stale read).
+  Repair: mark them (``VectorIndex.mark_superseded``, idempotent).
 
 It talks to the semantic tier only through ``core.ports.VectorIndex`` (so it works against a Qdrant
 server, local mode, the edge store, or the engine-owning Retriever's handle): lookups filter on
@@ -26,6 +29,7 @@ import json
 import logging
 import math
 import sys
+import time
 import uuid
 from collections import Counter
 from collections.abc import Sequence
@@ -56,6 +60,7 @@ class TenantDrift:
     missing_summary_ids: list[uuid.UUID] = field(default_factory=list)
     missing_memory_ids: list[uuid.UUID] = field(default_factory=list)
     orphan_point_ids: list[uuid.UUID] = field(default_factory=list)
+    unmarked_superseded_ids: list[uuid.UUID] = field(default_factory=list)
     unlisted_points: int = 0  # points the listing could not reach (count() minus listed)
 
     @property
@@ -65,6 +70,7 @@ class TenantDrift:
             + len(self.missing_summary_ids)
             + len(self.missing_memory_ids)
             + len(self.orphan_point_ids)
+            + len(self.unmarked_superseded_ids)
         )
 
 
@@ -83,6 +89,7 @@ class IntegrityReport:
             out["missing_summaries"] += len(t.missing_summary_ids)
             out["missing_memories"] += len(t.missing_memory_ids)
             out["orphan_points"] += len(t.orphan_point_ids)
+            out["unmarked_superseded"] += len(t.unmarked_superseded_ids)
             out["unlisted_points"] += t.unlisted_points
         out["points_of_unknown_tenants"] = self.points_of_unknown_tenants
         return dict(out)
@@ -110,6 +117,15 @@ class IntegrityReport:
             "repaired": self.repaired,
         }
 
+
+# Records Postgres holds as superseded, with what replaced them and from when.
+_SUPERSEDED = """
+SELECT id, superseded_by, superseded_at FROM episodes
+WHERE tenant_id = $1 AND superseded_at IS NOT NULL AND consolidated_at IS NOT NULL
+UNION ALL
+SELECT id, superseded_by, superseded_at FROM memory_records
+WHERE tenant_id = $1 AND superseded_at IS NOT NULL AND indexed
+"""
 
 _MARK_UNCONSOLIDATED = """
 UPDATE episodes e SET consolidated_at = NULL, consolidation_run_id = NULL
@@ -200,7 +216,24 @@ class IntegrityChecker:
             c[f"points_{record_type}"] = by_type.get(record_type, 0)
         drift.unlisted_points = max(0, await self._vectors.count(tenant_id=tenant) - len(points))
         drift.orphan_point_ids = await self._orphans(tenant, points)
+        drift.unmarked_superseded_ids = await self._unmarked(tenant)
         return drift
+
+    async def _unmarked(self, tenant: str) -> list[uuid.UUID]:
+        """Superseded records (Postgres) that have a point which still reads as current."""
+        rows = await self._pool.fetch(_SUPERSEDED, tenant, timeout=self._timeout)
+        ids = [str(r["id"]) for r in rows]
+        out: set[str] = set()
+        for start in range(0, len(ids), LOOKUP_BATCH):
+            batch = ids[start : start + LOOKUP_BATCH]
+            hits = await self._vectors.search(
+                self._probe,
+                tenant_id=tenant,
+                k=4 * len(batch),  # a long record's chunk points share its record_id
+                filters={"record_id": batch, "current_at": time.time()},
+            )
+            out.update(str(h.payload.get("record_id")) for h in hits)
+        return sorted(uuid.UUID(i) for i in out)
 
     async def _existing(self, tenant: str, record_type: str | list[str], record_ids: list[str]) -> set[str]:
         """The record ids among ``record_ids`` that have a point of ``record_type`` in the live collection."""
@@ -280,6 +313,16 @@ class IntegrityChecker:
                 await self._vectors.delete_ids(t.orphan_point_ids)
                 done["orphan_points_deleted"] += len(t.orphan_point_ids)
             done["memories_needing_reput"] += len(t.missing_memory_ids)
+            if t.unmarked_superseded_ids:
+                rows = await self._pool.fetch(_SUPERSEDED, t.tenant_id, timeout=self._timeout)
+                wanted = set(t.unmarked_superseded_ids)
+                marks = [
+                    (str(r["id"]), str(r["superseded_by"]), r["superseded_at"].timestamp())
+                    for r in rows
+                    if r["id"] in wanted
+                ]
+                await self._vectors.mark_superseded(tenant_id=t.tenant_id, marks=marks)
+                done["supersessions_marked"] += len(marks)
         report.repaired = dict(done)
         logger.info("integrity repair done", extra={"operation": "integrity_repair", **done})
         return report.repaired

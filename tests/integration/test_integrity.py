@@ -228,3 +228,24 @@ async def test_refresh_backlog_counts_unconsolidated_episodes_per_partition(
             assert f'hybridmem_consolidation_backlog_episodes{{partition="{p}"}}' in text
     finally:
         m.use_backend(None)
+
+
+async def test_a_supersession_missing_from_the_points_is_found_and_marked(
+    pg_pool: asyncpg.Pool, vectors: VectorIndex, tenant: str
+) -> None:
+    store = PostgresEpisodeStore(pg_pool)
+    old, new = _episode(tenant, 0, content="budget is 150"), _episode(tenant, 1, content="budget is 200")
+    await store.insert_episodes([old, new])
+    await _mark_consolidated(pg_pool, [old, new])
+    await vectors.upsert([episode_point(e, _vec(i), VERSION) for i, e in enumerate([old, new])])
+    # Recorded in Postgres, but the semantic tier never got the mark (a failure after the commit).
+    await store.supersede(tenant_id=tenant, links=[(old.id, new.id, new.created_at)])
+    checker = IntegrityChecker(pg_pool, vectors, dimension=DIM)
+
+    report = await checker.check([tenant])
+    assert not report.ok and report.tenants[0].unmarked_superseded_ids == [old.id]
+    assert report.totals()["unmarked_superseded"] == 1
+    assert await checker.repair(report) == {"memories_needing_reput": 0, "supersessions_marked": 1}
+    assert (await checker.check([tenant])).ok
+    current = await vectors.search(_vec(0), tenant_id=tenant, k=5, filters={"current_at": 2e9})
+    assert [h.payload["record_id"] for h in current] == [str(new.id)]
