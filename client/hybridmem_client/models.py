@@ -7,7 +7,7 @@ added on one side is on the other.
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
@@ -171,9 +171,19 @@ def _supersedes_field() -> Any:
     )
 
 
-def _tz_aware(name: str, v: datetime | None) -> datetime | None:
-    if v is not None and v.tzinfo is None:
+def tz_aware(name: str, v: datetime | None) -> datetime | None:
+    """A time with a timezone, strictly inside years 1-9999 in UTC: what the stores keep and give back
+    (Postgres clients read the very first and last instants as -infinity / infinity)."""
+    if v is None:
+        return v
+    if v.tzinfo is None:
         raise ValueError(f"{name} must include a timezone (e.g. 2024-05-01T12:00:00Z)")
+    try:
+        utc = v.astimezone(UTC).replace(tzinfo=None)
+    except OverflowError:
+        utc = datetime.min
+    if utc in (datetime.min, datetime.max):
+        raise ValueError(f"{name} must fall strictly within the years 1-9999 in UTC")
     return v
 
 
@@ -197,7 +207,7 @@ class EpisodeIn(_In):
     @field_validator("created_at")
     @classmethod
     def _aware(cls, v: datetime | None) -> datetime | None:
-        return _tz_aware("created_at", v)
+        return tz_aware("created_at", v)
 
 
 class TranscriptTurnIn(_In):
@@ -205,6 +215,11 @@ class TranscriptTurnIn(_In):
     content: str = Field(min_length=1)
     created_at: datetime | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("created_at")
+    @classmethod
+    def _aware(cls, v: datetime | None) -> datetime | None:
+        return tz_aware("created_at", v)
 
 
 class TranscriptIn(_In):
@@ -243,7 +258,7 @@ class MemoryIn(_In):
     @field_validator("valid_from", "valid_to")
     @classmethod
     def _aware(cls, v: datetime | None, info: ValidationInfo) -> datetime | None:
-        return _tz_aware(str(info.field_name), v)
+        return tz_aware(str(info.field_name), v)
 
     @model_validator(mode="after")
     def _interval(self) -> MemoryIn:
@@ -263,4 +278,4 @@ class MemoryPatch(_In):
     @field_validator("valid_from", "valid_to")
     @classmethod
     def _aware(cls, v: datetime | None, info: ValidationInfo) -> datetime | None:
-        return _tz_aware(str(info.field_name), v)
+        return tz_aware(str(info.field_name), v)

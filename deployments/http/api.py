@@ -25,6 +25,7 @@ from core.metrics import observe_http, render_latest
 from deployments.http import routes_episodes, routes_state
 from deployments.http.deps import ApiContext, Ctx, Reader
 from deployments.http.errors import error_response, install_error_handlers
+from deployments.http.openapi_doc import document
 from deployments.http.timeouts import RequestTimeoutMiddleware
 
 log = logging.getLogger(__name__)
@@ -198,4 +199,5 @@ def create_api(
     app.include_router(routes_state.router)
     for router in extra_routers:
         app.include_router(router)
+    document(app)
     return app

@@ -141,6 +141,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400:  # a body FastAPI could not read (not UTF-8, say): invalid input, as JSON
+            return error_response(request.url.path, 422, "invalid_input", f"body: {exc.detail}", field="body")
         code = {404: "not_found", 405: "method_not_allowed", 413: "limit_exceeded"}.get(
             exc.status_code, "http_error"
         )

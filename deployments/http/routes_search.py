@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Response
+from hybridmem_client.models import tz_aware
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from core.models import ScoredSnippet, Tier
@@ -69,9 +70,7 @@ class _ReadRequest(BaseModel):
     @field_validator("as_of")
     @classmethod
     def _aware(cls, v: datetime | None) -> datetime | None:
-        if v is not None and v.tzinfo is None:
-            raise ValueError("as_of must include a timezone (e.g. 2024-05-01T12:00:00Z)")
-        return v
+        return tz_aware("as_of", v)
 
     def _shared(self, tenant_id: str) -> dict[str, Any]:
         filters = self.filters.to_filters()

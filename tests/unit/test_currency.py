@@ -7,6 +7,8 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from hybridmem_client.models import EpisodeIn, MemoryIn, TranscriptTurnIn
+from pydantic import ValidationError
 
 from core.ids import content_hash
 from core.models import Episode, Role, ScoredSnippet, Tier
@@ -95,3 +97,29 @@ def test_a_line_shows_validity() -> None:
         == "[2024-05-01 09:00 | valid from 2024-05-01 to 2024-05-31] Office on Harbour Street."
     )
     assert render_snippet(_snippet("e", "plain")) == "[2024-05-01 09:00] plain"
+
+
+@pytest.mark.parametrize(
+    "when",
+    [
+        "0001-01-01T00:00:00+01:00",
+        "9999-12-31T23:30:00-01:00",
+        "0001-01-01T00:00:00Z",
+        "9999-12-31T23:59:59.999999Z",
+    ],
+)
+def test_a_time_outside_utc_years_1_to_9999_is_refused(when: str) -> None:
+    """Found by the schemathesis run: such a time was stored and read back as a naive year-1 time (the
+    first and last instants are ±infinity to Postgres clients)."""
+    base = {"agent_id": "a", "session_id": "s", "content": "x"}
+    for model, field in (
+        (EpisodeIn, "created_at"),
+        (MemoryIn, "valid_from"),
+        (TranscriptTurnIn, "created_at"),
+    ):
+        base["speaker"] = "x"
+        body = {k: v for k, v in base.items() if k in model.model_fields} | {field: when}
+        with pytest.raises(ValidationError, match="within the years 1-9999"):
+            model.model_validate(body)
+    ok = {"agent_id": "a", "session_id": "s", "content": "x", "created_at": "0001-01-01T00:00:01Z"}
+    assert EpisodeIn.model_validate(ok).created_at is not None

@@ -61,26 +61,40 @@ class HashedBagOfWords:
         return VERSION
 
 
-class World:
-    """The app plus a ledger of who owns which marker and id."""
+_MARKERS = itertools.count()  # process-wide: a ledger shared across examples never reuses a marker
 
-    def __init__(self, client: httpx.AsyncClient) -> None:
+
+class World:
+    """The app plus a ledger of who owns which marker and id.
+
+    Operations name the logical tenants t0..t2; ``real`` maps them to the tenant ids the keys carry
+    (unique per example where stores outlive it). ``owner`` may be shared across examples: data an
+    earlier example left in a shared store then still counts as foreign."""
+
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        *,
+        real: dict[str, str] | None = None,
+        owner: dict[str, str] | None = None,
+    ) -> None:
         self.client = client
-        self.owner: dict[str, str] = {}  # marker or id -> tenant
+        self.real = real or {t: t for t in TENANTS}
+        self.owner: dict[str, str] = {} if owner is None else owner  # marker or id -> real tenant
         self.ids: dict[str, list[str]] = {"episode": [], "transcript": [], "memory": []}
-        self._n = itertools.count()
         self.log: list[str] = []
 
     def marker(self, tenant: str) -> str:
-        m = f"mk{next(self._n):08d}"
-        self.owner[m] = tenant
+        m = f"mk{next(_MARKERS):08d}"
+        self.owner[m] = self.real[tenant]
         return m
 
     def own(self, kind: str, ident: str, tenant: str) -> None:
-        self.owner[ident] = tenant
+        self.owner[ident] = self.real[tenant]
         self.ids[kind].append(ident)
 
-    def check(self, tenant: str, r: httpx.Response, what: str) -> None:
+    def check(self, logical: str, r: httpx.Response, what: str) -> None:
+        tenant = self.real[logical]
         assert r.status_code < 500, (what, r.status_code, r.text)
         text = r.text
         # An error may echo what the caller itself sent (e.g. the id in a 404); a success may not.
@@ -104,10 +118,17 @@ def _values_of(doc: Any, key: str) -> list[Any]:
     return []
 
 
+def tenant_keys(real: dict[str, str]) -> dict[str, tuple[str, list[Any]]]:
+    """API keys ``{t}-rw`` and ``{t}-ro`` of each logical tenant, carrying its real tenant id."""
+    keys: dict[str, tuple[str, list[Any]]] = {
+        f"{t}-rw": (r, ["memory:read", "memory:write"]) for t, r in real.items()
+    }
+    return keys | {f"{t}-ro": (r, ["memory:read"]) for t, r in real.items()}
+
+
 @contextlib.asynccontextmanager
 async def world() -> AsyncIterator[World]:
-    keys = {f"{t}-rw": (t, ["memory:read", "memory:write"]) for t in TENANTS}
-    keys |= {f"{t}-ro": (t, ["memory:read"]) for t in TENANTS}
+    keys = tenant_keys({t: t for t in TENANTS})
     app_settings = load_settings({})
     with tempfile.TemporaryDirectory(prefix="hm-iso-") as tmp:
         vectors = await EdgeVectorIndex.open(Path(tmp) / "edge", settings=app_settings.qdrant)
@@ -218,7 +239,7 @@ async def do_read(w: World, op: tuple[Any, ...]) -> None:
         known = w.ids[kind]
         return known[pick % len(known)] if known else str(uuid.uuid4())
 
-    foreign_markers = [m for m, owner in w.owner.items() if m.startswith("mk") and owner != t]
+    foreign_markers = [m for m, owner in w.owner.items() if m.startswith("mk") and owner != w.real[t]]
     query = f"{text} {foreign_markers[pick % len(foreign_markers)]}" if foreign_markers else text
     if name == "list_episodes":
         params = {k: v for k, v in flt.items() if k in ("agent_id", "session_id")}
@@ -251,11 +272,13 @@ async def do_read(w: World, op: tuple[Any, ...]) -> None:
         path = f"/v1/{'episodes' if kind == 'episode' else 'memories'}/{ident}"
         r = await c.delete(path, headers=h(t))
         owner = w.owner.get(ident)
-        if owner is not None and owner != t:
+        logical_owner = next((lt for lt, real in w.real.items() if real == owner), None)
+        if owner is not None and owner != w.real[t]:
             assert r.status_code == 404 and r.json()["error"]["message"] != "Not Found", r.text
-            still = await c.get(path, headers=h(owner))
-            assert still.status_code == 200, (kind, ident, owner, t, still.text, w.log)
-        elif owner == t and r.status_code == 204:
+            if logical_owner is not None:  # an id of this example: its owner still reads it
+                still = await c.get(path, headers=h(logical_owner))
+                assert still.status_code == 200, (kind, ident, owner, t, still.text, w.log)
+        elif owner == w.real[t] and r.status_code == 204:
             w.ids[kind] = [i for i in w.ids[kind] if i != ident]  # replays may list an id twice
     w.log.append(f"{name} {t} {r.request.method} {r.request.url.path} {r.status_code}")
     w.check(t, r, f"{name} {json.dumps(flt)} {mode}")
@@ -272,10 +295,14 @@ async def test_no_response_carries_another_tenants_data(
     writes: list[tuple[Any, ...]], reads: list[tuple[Any, ...]]
 ) -> None:
     async with world() as w:
-        for op in writes:
-            await do_write(w, op)
-        for op in reads:
-            await do_read(w, op)
+        await run_example(w, writes, reads)
+
+
+async def run_example(w: World, writes: list[tuple[Any, ...]], reads: list[tuple[Any, ...]]) -> None:
+    for op in writes:
+        await do_write(w, op)
+    for op in reads:
+        await do_read(w, op)
 
 
 async def test_the_checker_sees_a_leak() -> None:

@@ -30,6 +30,7 @@ def app_server(
         "a_rw": (f"key-a-rw-{uuid.uuid4().hex}", tenants["a"], ["memory:read", "memory:write"]),
         "a_ro": (f"key-a-ro-{uuid.uuid4().hex}", tenants["a"], ["memory:read"]),
         "a_admin": (f"key-a-admin-{uuid.uuid4().hex}", tenants["a"], list(ALL_SCOPES)),
+        "a_wo": (f"key-a-wo-{uuid.uuid4().hex}", tenants["a"], ["memory:write"]),
         "b_rw": (f"key-b-rw-{uuid.uuid4().hex}", tenants["b"], ["memory:read", "memory:write"]),
     }
     settings: dict[str, Any] = {
