@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, Protocol
 
@@ -26,6 +27,17 @@ from core.retrieval.query import ContextQuery, SearchQuery
 from core.retrieval.results import ContextResult, SearchResult
 
 
+@dataclass(frozen=True, slots=True)
+class BufferRead:
+    """A session buffer read: the newest turns asked for (oldest first); ``full``: the buffer is known to
+    hold the session's newest turns up to its cap (rebuilt from Postgres since it was last lost);
+    ``length``: how many turns it holds."""
+
+    episodes: list[Episode]
+    full: bool
+    length: int
+
+
 class WorkingStore(Protocol):
     """Working tier (Redis): session buffers, scratchpads. Keys are tenant-scoped."""
 
@@ -34,6 +46,15 @@ class WorkingStore(Protocol):
 
     async def recent_session(self, *, tenant_id: str, session_id: str, limit: int) -> list[Episode]:
         """Newest ``limit`` episodes of a session buffer, oldest first."""
+
+    async def read_session(self, *, tenant_id: str, session_id: str, limit: int) -> BufferRead:
+        """The newest ``limit`` turns with the buffer's completeness and length (one round trip)."""
+
+    async def fill_session(
+        self, *, tenant_id: str, session_id: str, episodes: Sequence[Episode], expected_length: int
+    ) -> bool:
+        """Replace the buffer with a session's newest turns (from Postgres) and mark it full, unless it
+        changed length since it was read; True when replaced."""
 
     async def delete_session(self, *, tenant_id: str, session_id: str) -> None: ...
 

@@ -29,7 +29,7 @@ from core.models import (
     Transcript,
     TranscriptTurn,
 )
-from core.ports import EpisodicStore, VectorIndex, WorkingStore
+from core.ports import BufferRead, EpisodicStore, VectorIndex, WorkingStore
 from core.retrieval.bm25_sparse import bm25_sparse
 from core.schemas import (
     EpisodeIn,
@@ -250,19 +250,36 @@ class HybridMemoryService:
         limit: int = 20,
         read_preference: ReadPreference = "redis_first",
     ) -> RecentContext:
-        """Recent turns of a session, oldest first: Redis first, Postgres when Redis misses or is down."""
+        """Recent turns of a session, oldest first: Redis first, Postgres when Redis misses or is down.
+
+        The buffer answers when it holds ``limit`` turns, or fewer but is known to hold them all (it was
+        rebuilt from Postgres). Otherwise (a new session, or Redis restarted empty: its buffer holds only
+        what came after) Postgres answers and the buffer is rebuilt from it, once."""
         degraded: list[str] = []
+        cap = self._settings.redis.session_buffer_max_len
+        read: BufferRead | None = None
         if read_preference == "redis_first":
             try:
-                buffered = await self._working.recent_session(
+                read = await self._working.read_session(
                     tenant_id=tenant_id, session_id=session_id, limit=limit
                 )
-                if buffered:
-                    return RecentContext(episodes=buffered, source="redis", degraded=[])
+                if read.episodes and (len(read.episodes) >= limit or (read.full and limit <= cap)):
+                    return RecentContext(episodes=read.episodes, source="redis", degraded=[])
             except StoreUnavailable:
                 degraded.append("working")
-        rows = await self._episodic.recent_episodes(tenant_id=tenant_id, session_id=session_id, limit=limit)
-        return RecentContext(episodes=rows, source="postgres", degraded=degraded)
+        rows = await self._episodic.recent_episodes(
+            tenant_id=tenant_id, session_id=session_id, limit=max(limit, cap)
+        )
+        if read is not None:
+            try:
+                await self._working.fill_session(
+                    tenant_id=tenant_id, session_id=session_id, episodes=rows, expected_length=read.length
+                )
+            except StoreUnavailable:
+                log.warning("session buffer rebuild skipped: redis unavailable", extra={"store": "redis"})
+        return RecentContext(
+            episodes=rows[-limit:] if limit > 0 else [], source="postgres", degraded=degraded
+        )
 
     # ---- scratchpads ----------------------------------------------------------------------------
 

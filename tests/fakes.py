@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from core.errors import InvalidInput, StoreUnavailable
 from core.models import Episode, MemoryRecord, MemoryVersion, ScratchpadEntry, Transcript
+from core.ports import BufferRead
 
 _WORD = re.compile(r"\w+")
 _STOPWORDS = frozenset(
@@ -78,6 +79,7 @@ class InMemoryWorkingStore:
         self._buffer_expiry: dict[tuple[str, str], float] = {}
         self._partitions: dict[tuple[str, str], int] = {}
         self._pads: dict[tuple[str, str, str], tuple[ScratchpadEntry, float | None]] = {}
+        self._full: set[tuple[str, str]] = set()
 
     def _check(self) -> None:
         if not self.available:
@@ -86,6 +88,7 @@ class InMemoryWorkingStore:
     def _live_buffer(self, key: tuple[str, str]) -> list[Episode] | None:
         expiry = self._buffer_expiry.get(key)
         if expiry is not None and expiry <= time.monotonic():
+            self._full.discard(key)
             self._buffers.pop(key, None)
             self._buffer_expiry.pop(key, None)
             self._partitions.pop(key, None)
@@ -108,9 +111,35 @@ class InMemoryWorkingStore:
         buf = self._live_buffer((tenant_id, session_id)) or []
         return list(buf[-limit:]) if limit > 0 else []
 
+    async def read_session(self, *, tenant_id: str, session_id: str, limit: int) -> BufferRead:
+        self._check()
+        key = (tenant_id, session_id)
+        buf = self._live_buffer(key) or []
+        return BufferRead(list(buf[-limit:]) if limit > 0 else [], key in self._full, len(buf))
+
+    async def fill_session(
+        self, *, tenant_id: str, session_id: str, episodes: Sequence[Episode], expected_length: int
+    ) -> bool:
+        self._check()
+        key = (tenant_id, session_id)
+        if len(self._live_buffer(key) or []) != expected_length:
+            return False
+        self._buffers[key] = list(episodes[-self.buffer_max_len :])
+        self._buffer_expiry[key] = time.monotonic() + self.buffer_ttl_s
+        self._full.add(key)
+        return True
+
+    def lose_everything(self) -> None:
+        """What a Redis restarted empty looks like."""
+        self._buffers.clear()
+        self._buffer_expiry.clear()
+        self._partitions.clear()
+        self._full.clear()
+
     async def delete_session(self, *, tenant_id: str, session_id: str) -> None:
         self._check()
         key = (tenant_id, session_id)
+        self._full.discard(key)
         self._buffers.pop(key, None)
         self._buffer_expiry.pop(key, None)
         self._partitions.pop(key, None)

@@ -4,6 +4,9 @@ Key namespaces (``{t}``, ``{s}``, ``{a}``, ``{k}`` are percent-encoded ids, so `
 and ``%`` in an id can neither collide with another key nor widen a ``SCAN MATCH`` pattern):
 
     {prefix}:t:{t}:sess:{s}        list   JSON episodes, oldest first; LTRIM-capped, EXPIRE refreshed on write
+    {prefix}:t:{t}:sess:{s}:full   string "1" while the list holds the session's newest turns up to the cap
+                                          (set by a rebuild from Postgres; gone with the list, e.g. when
+                                          Redis restarts empty, so the next short read rebuilds)
     {prefix}:t:{t}:sessions        zset   raw session ids of the tenant with a buffer, scored by last write
     {prefix}:p:{partition}:sessions zset  "{t}:{s}" members, scored by last write (consolidation drains these)
     {prefix}:t:{t}:pad:{a}:{k}     string JSON ScratchpadEntry, with its own TTL (none: persistent)
@@ -30,6 +33,9 @@ from redis.exceptions import RedisError
 
 from core.errors import InvalidInput, StoreUnavailable
 from core.models import Episode, ScratchpadEntry
+from core.ports import BufferRead
+
+_FULL = ":full"  # suffix of a session buffer's "holds the newest turns" marker
 
 # Add a key to a scratchpad index and keep the index alive at least as long as that entry:
 # a persistent entry makes the index persistent; a TTL entry only ever extends a volatile index.
@@ -53,6 +59,26 @@ def encode_component(value: str) -> str:
 def _text(value: Any) -> str:
     """A reply item as text (the client may or may not have ``decode_responses``)."""
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+# Replace a session buffer with the given turns, unless it changed since it was read (an append in
+# between would be lost): KEYS list, full-marker, tenant sessions; ARGV expected length, ttl, max length,
+# session id, now, then the JSON turns.
+_FILL = """
+if redis.call('LLEN', KEYS[1]) ~= tonumber(ARGV[1]) then
+  return 0
+end
+redis.call('DEL', KEYS[1])
+if #ARGV > 5 then
+  redis.call('RPUSH', KEYS[1], unpack(ARGV, 6))
+  redis.call('LTRIM', KEYS[1], -tonumber(ARGV[3]), -1)
+  redis.call('EXPIRE', KEYS[1], ARGV[2])
+end
+redis.call('SET', KEYS[2], '1', 'EX', ARGV[2])
+redis.call('ZADD', KEYS[3], ARGV[5], ARGV[4])
+redis.call('EXPIRE', KEYS[3], ARGV[2])
+return 1
+"""
 
 
 class RedisWorkingStore:
@@ -116,6 +142,7 @@ class RedisWorkingStore:
                     pipe.rpush(key, *[ep.model_dump_json() for ep in eps])
                     pipe.ltrim(key, -self._max_len, -1)
                     pipe.expire(key, self._ttl_s)
+                    pipe.expire(key + _FULL, self._ttl_s)
                     tenant_sessions = self._tenant_sessions_key(tenant_id)
                     pipe.zadd(tenant_sessions, {session_id: now})
                     pipe.expire(tenant_sessions, self._ttl_s)
@@ -133,10 +160,38 @@ class RedisWorkingStore:
             raw = await self._r.lrange(self.session_key(tenant_id, session_id), -limit, -1)
         return [Episode.model_validate_json(item) for item in raw]
 
+    async def read_session(self, *, tenant_id: str, session_id: str, limit: int) -> BufferRead:
+        """The newest ``limit`` turns, whether the buffer is known to hold the session's newest turns up to
+        its cap, and the buffer's length (one round trip)."""
+        key = self.session_key(tenant_id, session_id)
+        with self._translate():
+            async with self._r.pipeline(transaction=False) as pipe:
+                pipe.lrange(key, -limit, -1) if limit > 0 else pipe.lrange(key, 1, 0)
+                pipe.exists(key + _FULL)
+                pipe.llen(key)
+                raw, full, length = await pipe.execute()
+        return BufferRead([Episode.model_validate_json(i) for i in raw], bool(full), int(length))
+
+    async def fill_session(
+        self, *, tenant_id: str, session_id: str, episodes: Sequence[Episode], expected_length: int
+    ) -> bool:
+        """Replace the buffer with ``episodes`` (a session's newest turns, oldest first, from Postgres) and
+        mark it full, unless its length is no longer ``expected_length``; True when it was replaced."""
+        key = self.session_key(tenant_id, session_id)
+        items = [ep.model_dump_json() for ep in episodes[-self._max_len :]]
+        keys = [key, key + _FULL, self._tenant_sessions_key(tenant_id)]
+        args: list[str | int | float] = [expected_length, self._ttl_s, self._max_len, session_id, time.time()]
+        args += items
+        with self._translate():
+            done = await self._r.eval(_FILL, len(keys), *keys, *args)
+        return bool(done)
+
     async def delete_session(self, *, tenant_id: str, session_id: str) -> None:
         with self._translate():
             async with self._r.pipeline(transaction=False) as pipe:
-                pipe.delete(self.session_key(tenant_id, session_id))
+                pipe.delete(
+                    self.session_key(tenant_id, session_id), self.session_key(tenant_id, session_id) + _FULL
+                )
                 pipe.zrem(self._tenant_sessions_key(tenant_id), session_id)
                 await pipe.execute()
 

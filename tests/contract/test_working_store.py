@@ -260,3 +260,31 @@ async def test_redis_keys_of_one_tenant_never_match_another_tenants_scan(
     star = f"{key_prefix}:t:{encode_component('*')}:*"
     star_keys = {k.decode() async for k in redis_client.scan_iter(match=star)}
     assert star_keys and all(k.startswith(f"{key_prefix}:t:%2A:") for k in star_keys)
+
+
+async def test_a_buffer_is_full_only_once_rebuilt_and_a_rebuild_never_loses_an_append(
+    store: WorkingStore, tenant: str
+) -> None:
+    turns = [episode(tenant, "s", n) for n in range(4)]
+    await store.append_session(turns[3:])  # a buffer made by appends: what came after a loss
+    read = await store.read_session(tenant_id=tenant, session_id="s", limit=3)
+    assert ([e.id for e in read.episodes], read.full, read.length) == ([turns[3].id], False, 1)
+
+    # A rebuild against a stale length (an append came in between) leaves the buffer alone.
+    assert not await store.fill_session(tenant_id=tenant, session_id="s", episodes=turns, expected_length=0)
+    assert await store.fill_session(tenant_id=tenant, session_id="s", episodes=turns, expected_length=1)
+    read = await store.read_session(tenant_id=tenant, session_id="s", limit=3)
+    assert ([e.id for e in read.episodes], read.full, read.length) == (
+        [t.id for t in turns[1:]],
+        True,
+        MAX_LEN - 1,
+    )
+
+    await store.append_session([episode(tenant, "s", 4), episode(tenant, "s", 5)])  # capped, still full
+    read = await store.read_session(tenant_id=tenant, session_id="s", limit=10)
+    assert read.full and read.length == MAX_LEN and read.episodes[-1].content == "turn 5"
+    # A rebuilt session is found by the tenant-wide cleanup like any other.
+    assert await store.remove_from_sessions(tenant_id=tenant, episode_ids=[turns[1].id]) == 1
+    await store.delete_session(tenant_id=tenant, session_id="s")
+    read = await store.read_session(tenant_id=tenant, session_id="s", limit=3)
+    assert (read.episodes, read.full, read.length) == ([], False, 0)

@@ -58,6 +58,7 @@ class Op:
     acked: bool = False
     error: str | None = None
     sources: list[str] = field(default_factory=list)  # idempotency ids of what a write carried
+    sent: dict[str, str] = field(default_factory=dict)  # idempotency id -> the content it carried
     degraded: list[str] = field(default_factory=list)
     source: str | None = None  # session context: which store answered
 
@@ -111,6 +112,11 @@ class Phase:
     @property
     def acked_memory_sources(self) -> list[str]:
         return [s for op in self.ops if op.acked and op.kind == "memory" for s in op.sources]
+
+    @property
+    def acked_contents(self) -> dict[str, str]:
+        """Idempotency id -> content, for every acknowledged record (what the ledger compares)."""
+        return {s: text for op in self.ops if op.acked for s, text in op.sent.items()}
 
 
 class Load:
@@ -173,18 +179,21 @@ class Load:
         topic = TOPICS[n % len(TOPICS)]
         if op.kind == "episode":
             op.sources = [sid]
-            await hm.store_episode(id=sid, agent_id=AGENT, session_id=session, content=_text(topic, sid))
+            op.sent = {sid: _text(topic, sid)}
+            await hm.store_episode(id=sid, agent_id=AGENT, session_id=session, content=op.sent[sid])
         elif op.kind == "batch":
             op.sources = [f"{sid}.{i}" for i in range(BATCH_SIZE)]
+            op.sent = {s: _text(topic, s) for s in op.sources}
             await hm.store_episodes(
                 [
-                    {"id": s, "agent_id": AGENT, "session_id": session, "content": _text(topic, s)}
+                    {"id": s, "agent_id": AGENT, "session_id": session, "content": op.sent[s]}
                     for s in op.sources
                 ]
             )
         elif op.kind == "memory":
             op.sources = [sid]
-            await hm.create_memory(id=sid, agent_id=AGENT, content=f"The user likes the {topic} ({sid}).")
+            op.sent = {sid: f"The user likes the {topic} ({sid})."}
+            await hm.create_memory(id=sid, agent_id=AGENT, content=op.sent[sid])
         elif op.kind == "search":
             found = await hm.search(f"what about the {topic}?", k=5, filters={"session_id": session})
             op.degraded = list(found.degraded)

@@ -63,6 +63,12 @@ class ValkeyProcess:
         )
         self._server.start(timeout=30.0)
 
+    def wipe(self) -> None:
+        """Lose everything the server kept on disk (call while it is stopped): it restarts empty."""
+        assert self._server is None, "wipe a stopped server"
+        for path in self.data_dir.iterdir():
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+
     def stop(self, *, crash: bool = True) -> None:
         if self._server is None:
             return

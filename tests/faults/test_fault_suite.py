@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import hashlib
 import os
 import signal
 import time
@@ -131,6 +132,10 @@ async def _back(phase: Phase, base_url: str) -> float:
     """Seconds from lifting the fault ("up") until every store answers /readyz again."""
     await until(lambda: _ready(base_url), timeout_s=60, what=f"readyz ok after {phase.name}")
     return time.monotonic() - phase.marks["up"]
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _fivexx(phase: Phase) -> collections.Counter[tuple[int, bool]]:
@@ -276,6 +281,78 @@ async def test_retriever_killed(fault_stack: FaultStack, load: Load, hm: AsyncHy
     assert not bad, bad
 
 
+async def test_redis_restarted_empty(fault_stack: FaultStack, load: Load, hm: AsyncHybridMemClient) -> None:
+    """Redis crashes and comes back with nothing (its disk lost) while sessions are active: writes stay
+    acknowledged, and each session's recent turns are rebuilt from Postgres, the turns from before the
+    loss included."""
+    base = fault_stack.base_url
+    async with load.phase("redis restarted empty", "redis-empty") as ph:
+        await asyncio.sleep(WARMUP_S)
+        before = {op.sources[0] for op in ph.ops if op.acked and op.kind == "episode"}
+        await asyncio.to_thread(fault_stack.valkey.stop)
+        ph.mark("down")
+        await asyncio.to_thread(fault_stack.valkey.wipe)
+        await until(lambda: _unavailable(base, "redis"), timeout_s=15, what="readyz naming redis")
+        ph.mark("up")
+        await asyncio.to_thread(fault_stack.valkey.start)
+        recovery = await _back(ph, base)
+        await ph.settle()
+    _record(ph, recovery, note="Redis data directory deleted before the restart")
+    failed = [(op.kind, op.error) for op in ph.ops if not op.acked]
+    assert not failed, failed
+    assert not _fivexx(ph)
+    assert before, "no episode was acknowledged before the loss"
+    recent = await hm.session_context("redis-empty-w0", limit=100)
+    ids = {e.id for e in recent.episodes}
+    assert {
+        deterministic_id(fault_stack.tenant, "episode", s) for s in before if s.startswith("redis-empty-w0-")
+    } <= ids
+
+
+async def test_consolidation_worker_killed(fault_stack: FaultStack, load: Load) -> None:
+    """A consolidation job (``python -m jobs.consolidate``: partitions as Ray tasks) loses the Ray worker
+    process of a partition to SIGKILL mid-run: Ray runs the task again, the partition's advisory lock died
+    with the worker's connection, and the run finishes every partition."""
+    from core.settings import load_settings
+    from jobs.consolidate import fan_out
+
+    settings = load_settings(fault_stack.settings)
+    async with load.phase("consolidation worker killed", "worker-kill") as ph:
+        await asyncio.sleep(WARMUP_S)
+        partitions = list(range(settings.consolidation.n_partitions))
+        job = asyncio.ensure_future(
+            asyncio.to_thread(fan_out, settings, partitions=partitions, parallelism=2, trigger="fault-suite")
+        )
+        pid = await _first_pid("ray::consolidate_partition_task", timeout_s=60)
+        os.kill(pid, signal.SIGKILL)
+        ph.mark("down")
+        ph.mark("up")
+        done = await asyncio.wait_for(job, timeout=REPLACE_TIMEOUT_S)
+        recovery = time.monotonic() - ph.marks["up"]
+        await ph.settle()
+    _record(ph, recovery, note=f"partition worker (pid {pid}) killed mid-run; job run {done.status}")
+    assert done.status == "succeeded", done.errors
+    assert all(c.get("status") == "done" for c in done.counts.values()), done.counts
+    failed = [(op.kind, op.error) for op in ph.ops if not op.acked]
+    assert not failed, failed
+
+
+async def _first_pid(title: str, *, timeout_s: float) -> int:
+    """The first process whose title starts with ``title`` (Ray names a worker after the task it runs)."""
+    found: list[int] = []
+
+    async def running() -> bool:
+        for proc in psutil.process_iter(["pid", "name", "cmdline"]):
+            names = [proc.info["name"] or "", *(proc.info["cmdline"] or [])[:1]]
+            if any(n.startswith(title) for n in names):
+                found.append(proc.info["pid"])
+                return True
+        return False
+
+    await until(running, timeout_s=timeout_s, what=f"a process titled {title}")
+    return found[0]
+
+
 # ---- ledger ------------------------------------------------------------------------------------------
 
 
@@ -295,42 +372,42 @@ async def test_ledger(fault_stack: FaultStack, load: Load, hm: AsyncHybridMemCli
         episodes = await conn.fetch(
             "SELECT id, content, consolidated_at FROM episodes WHERE tenant_id = $1", tenant
         )
-        memories = await conn.fetch("SELECT id, content FROM memory_records WHERE tenant_id = $1", tenant)
+        memories = await conn.fetch(
+            "SELECT id, kind, content FROM memory_records WHERE tenant_id = $1", tenant
+        )
     finally:
         await conn.close()
     vectors = HandleVectorIndex(serve.get_deployment_handle("Retriever", app_name="hybridmem"))
     probe = [1.0] + [0.0] * 383
-    points = collections.Counter(
-        (str(h.payload["record_type"]), str(h.payload["record_id"]))
-        for h in await vectors.search(probe, tenant_id=tenant, k=100_000)
-    )
+    points: dict[tuple[str, str], list[str]] = collections.defaultdict(list)  # (type, id) -> contents
+    for h in await vectors.search(probe, tenant_id=tenant, k=100_000):
+        points[(str(h.payload["record_type"]), str(h.payload["record_id"]))].append(
+            _digest(h.payload["content"])
+        )
 
-    stored_episodes = collections.Counter(r["id"] for r in episodes)
-    stored_contents = collections.Counter(r["content"] for r in episodes)
-    stored_memories = collections.Counter(r["id"] for r in memories)
+    # Content hashes, not primary keys: a row or point whose text differs from what was sent is lost,
+    # and the same text stored twice (under any id) is a duplicate.
+    rows = {("episode", str(r["id"])): _digest(r["content"]) for r in episodes}
+    rows |= {("memory", str(r["id"])): _digest(r["content"]) for r in memories}
+    written = [*episodes, *(r for r in memories if r["kind"] != "summary")]  # summaries are derived
+    copies = collections.Counter(_digest(r["content"]) for r in written)
     problems: list[str] = []
     for ph in load.phases:
         lost = duplicated = 0
-        for sid in ph.acked_episode_sources:
-            eid = deterministic_id(tenant, "episode", sid)
-            copies = stored_episodes[eid]
-            lost += copies == 0 or points[("episode", str(eid))] == 0
-            duplicated += copies > 1 or points[("episode", str(eid))] > 1
-        for sid in ph.acked_memory_sources:
-            mid = deterministic_id(tenant, "memory", sid)
-            lost += stored_memories[mid] == 0 or points[("memory", str(mid))] == 0
-            duplicated += stored_memories[mid] > 1 or points[("memory", str(mid))] > 1
-        duplicated += sum(
-            n - 1 for c, n in stored_contents.items() if n > 1 and c.startswith(f"Note {ph.tag}-w")
-        )
+        for sid, text in ph.acked_contents.items():
+            kind = "memory" if sid in set(ph.acked_memory_sources) else "episode"
+            key = (kind, str(deterministic_id(tenant, kind, sid)))
+            sent = _digest(text)
+            lost += rows.get(key) != sent or sent not in points.get(key, [])
+            duplicated += copies[sent] > 1 or len(points.get(key, [])) > 1
         report.settle(ph.name, lost=lost, duplicated=duplicated)
         if lost or duplicated:
             problems.append(f"{ph.name}: lost {lost}, duplicated {duplicated}")
 
     unconsolidated = sum(1 for r in episodes if r["consolidated_at"] is None)
-    episode_points = sum(n for (kind, _), n in points.items() if kind == "episode")
+    episode_points = sum(len(c) for (kind, _), c in points.items() if kind == "episode")
     # memory_records holds the API's memories and consolidation's session summaries
-    memory_points = sum(n for (kind, _), n in points.items() if kind in ("memory", "summary"))
+    memory_points = sum(len(c) for (kind, _), c in points.items() if kind in ("memory", "summary"))
     assert not problems, problems
     assert unconsolidated == 0
     assert episode_points == len(episodes), (episode_points, len(episodes))
@@ -353,7 +430,7 @@ NEEDS_OTHER_FAULTS = {
 }
 FAULT_ROWS = {
     "redis stop/start", "postgres stop/start", "embedder replica killed", "retriever (engine owner) hangs",
-    "retriever (engine owner) killed",
+    "retriever (engine owner) killed", "redis restarted empty", "consolidation worker killed",
 }  # fmt: skip
 
 

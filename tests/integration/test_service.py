@@ -193,3 +193,22 @@ async def test_postgres_ping_answers_quickly_when_the_pool_is_exhausted(pg_datab
                     await store.ping()
     finally:
         await pool.close()
+
+
+async def test_a_buffer_redis_lost_is_rebuilt_from_postgres(redis_client, pg_pool, key_prefix, tenant):
+    """Redis restarted empty while the session went on: the buffer holds only the turns after the loss,
+    so the next read answers from Postgres (every turn) and rebuilds it; the read after that is Redis's."""
+    svc = _service(redis_client, pg_pool, key_prefix)
+    await svc.store_episodes(tenant, [_ep(i) for i in range(5)])
+    assert (await svc.fetch_recent_context(tenant, "s1", limit=10)).source == "postgres"  # not known whole
+    assert (await svc.fetch_recent_context(tenant, "s1", limit=10)).source == "redis"
+    lost = [k async for k in redis_client.scan_iter(match=f"{key_prefix}:*")]
+    await redis_client.delete(*lost)
+    await svc.store_episodes(tenant, [_ep(5)])
+    first = await svc.fetch_recent_context(tenant, "s1", limit=10)
+    expected = [e.content for e in first.episodes]  # one batch shares a timestamp: Postgres' order
+    assert first.source == "postgres" and sorted(expected) == [f"turn number {i}" for i in range(6)]
+    again = await svc.fetch_recent_context(tenant, "s1", limit=10)
+    assert (again.source, [e.content for e in again.episodes]) == ("redis", expected)
+    last_two = await svc.fetch_recent_context(tenant, "s1", limit=2)
+    assert [e.content for e in last_two.episodes] == expected[-2:]
