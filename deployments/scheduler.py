@@ -28,6 +28,9 @@ from deployments.metrics_backend import init_observability
 
 log = logging.getLogger(__name__)
 
+# Triggers of the runs this deployment starts (the API's and its own schedule); jobs use others.
+SCHEDULER_TRIGGERS = ("api", "schedule")
+
 
 @serve.deployment(num_replicas=1, max_ongoing_requests=64, ray_actor_options={"num_cpus": 0.1})
 class ConsolidationScheduler:
@@ -49,8 +52,30 @@ class ConsolidationScheduler:
         self._embedder = HandleEmbedder(embedder)
         self._current: tuple[uuid.UUID, asyncio.Task[Any]] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._spawn(self._resume_orphans())
         if self._settings.consolidation.enabled:
             self._spawn(self._every_interval())
+
+    async def _resume_orphans(self) -> None:
+        """Runs this deployment started (``api``, ``schedule``) that are still "running" lost their
+        replica (this one is the only one): resume each, in turn, under its own id, so a client waiting
+        on it sees it finish. Partitions done before are cheap to redo (their checkpoints hold)."""
+        try:
+            orphans = [r for r in await self._runs.running() if r.trigger in SCHEDULER_TRIGGERS]
+        except HybridMemError:
+            log.exception("could not look for consolidation runs left running")
+            return
+        for rec in orphans:
+            log.warning("resuming consolidation run %s, left running by a replica that stopped", rec.id)
+            if self._current is not None:  # a scheduled run began first: let it end
+                await asyncio.gather(self._current[1], return_exceptions=True)
+            try:
+                await self.submit(list(rec.partitions) or None, None, rec.trigger, run_id=rec.id)
+            except HybridMemError:
+                log.exception("consolidation run %s could not be resumed", rec.id)
+                continue
+            if self._current is not None:
+                await asyncio.gather(self._current[1], return_exceptions=True)
 
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro)
@@ -69,9 +94,15 @@ class ConsolidationScheduler:
                     log.exception("scheduled consolidation could not start")
 
     async def submit(
-        self, partitions: list[int] | None, parallelism: int | None, trigger: str = "api"
+        self,
+        partitions: list[int] | None,
+        parallelism: int | None,
+        trigger: str = "api",
+        *,
+        run_id: uuid.UUID | None = None,
     ) -> dict[str, Any]:
-        """Start a run now; refuses (Conflict) while another run of this app is in progress."""
+        """Start a run now (``run_id``: resume that run); refuses (Conflict) while another run of this
+        app is in progress."""
         if self._current is not None:
             raise Conflict(f"consolidation run {self._current[0]} is still running")
         n = self._settings.consolidation.n_partitions
@@ -79,7 +110,7 @@ class ConsolidationScheduler:
             bad = sorted({p for p in partitions if not 0 <= p < n})
             if bad:
                 raise InvalidInput("partitions", f"{bad} outside 0..{n - 1}")
-        run_id = uuid.uuid4()
+        run_id = run_id or uuid.uuid4()
 
         async def execute() -> None:
             try:

@@ -337,6 +337,31 @@ async def test_consolidation_worker_killed(fault_stack: FaultStack, load: Load) 
     assert not failed, failed
 
 
+async def test_scheduler_killed(fault_stack: FaultStack, load: Load, hm: AsyncHybridMemClient) -> None:
+    """SIGKILL of the ConsolidationScheduler replica while its run is in progress: Serve starts a new
+    replica, which resumes the run under the same id, so the client waiting on it sees it succeed."""
+    async with load.phase("scheduler killed", "scheduler-kill") as ph:
+        await asyncio.sleep(WARMUP_S)
+        old = _replica_pids("ConsolidationScheduler")
+        run = await hm.consolidate()
+        for pid in old:
+            os.kill(pid, signal.SIGKILL)
+        ph.mark("down")
+        was = run.status
+        recovery = await until(
+            lambda: _replaced("ConsolidationScheduler", old),
+            timeout_s=REPLACE_TIMEOUT_S,
+            what="a new scheduler",
+        )
+        ph.mark("up")
+        done = await hm.wait_consolidation(run.id, poll_s=0.5, timeout_s=REPLACE_TIMEOUT_S)
+        await ph.settle()
+    _record(ph, recovery, note=f"run {was} at the kill, resumed by the new replica: {done.status}")
+    assert done.status == "succeeded", done.errors
+    failed = [(op.kind, op.error) for op in ph.ops if not op.acked]
+    assert not failed, failed
+
+
 async def _first_pid(title: str, *, timeout_s: float) -> int:
     """The first process whose title starts with ``title`` (Ray names a worker after the task it runs)."""
     found: list[int] = []
@@ -431,6 +456,7 @@ NEEDS_OTHER_FAULTS = {
 FAULT_ROWS = {
     "redis stop/start", "postgres stop/start", "embedder replica killed", "retriever (engine owner) hangs",
     "retriever (engine owner) killed", "redis restarted empty", "consolidation worker killed",
+    "scheduler killed",
 }  # fmt: skip
 
 
