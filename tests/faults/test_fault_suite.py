@@ -15,6 +15,8 @@ import collections
 import hashlib
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -362,6 +364,39 @@ async def test_scheduler_killed(fault_stack: FaultStack, load: Load, hm: AsyncHy
     assert not failed, failed
 
 
+async def test_consolidation_under_cpu_contention(
+    fault_stack: FaultStack, load: Load, hm: AsyncHybridMemClient
+) -> None:
+    """Another process keeps every core busy through a consolidation run (a second app on the machine):
+    slow is not failed, so every partition is done; a timed-out pass is retried, and its retry noted."""
+    hogs: list[subprocess.Popen[bytes]] = []
+    async with load.phase("consolidation under cpu contention", "cpu-hog") as ph:
+        await asyncio.sleep(WARMUP_S)
+        hogs = [
+            subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(os.cpu_count() or 2)
+        ]
+        try:
+            ph.mark("down")
+            run = await hm.consolidate()
+            done = await hm.wait_consolidation(run.id, poll_s=0.5, timeout_s=600)
+        finally:
+            for hog in hogs:
+                hog.kill()
+                hog.wait()
+        ph.mark("up")
+        await ph.settle()
+    retries = sum(int(c.get("retries", 0)) for c in done.counts.values())
+    _record(
+        ph,
+        0.0,
+        note=f"{len(hogs)} busy processes through the run: {done.status}, {retries} partition retries",
+    )
+    assert done.status == "succeeded", done.errors
+    assert all(c.get("status") == "done" for c in done.counts.values()), done.counts
+    failed = [(op.kind, op.error) for op in ph.ops if not op.acked]
+    assert not failed, failed
+
+
 async def _first_pid(title: str, *, timeout_s: float) -> int:
     """The first process whose title starts with ``title`` (Ray names a worker after the task it runs)."""
     found: list[int] = []
@@ -456,7 +491,7 @@ NEEDS_OTHER_FAULTS = {
 FAULT_ROWS = {
     "redis stop/start", "postgres stop/start", "embedder replica killed", "retriever (engine owner) hangs",
     "retriever (engine owner) killed", "redis restarted empty", "consolidation worker killed",
-    "scheduler killed",
+    "scheduler killed", "consolidation under cpu contention",
 }  # fmt: skip
 
 
