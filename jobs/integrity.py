@@ -222,29 +222,23 @@ class IntegrityChecker:
     async def _unmarked(self, tenant: str) -> list[uuid.UUID]:
         """Superseded records (Postgres) that have a point which still reads as current."""
         rows = await self._pool.fetch(_SUPERSEDED, tenant, timeout=self._timeout)
-        ids = [str(r["id"]) for r in rows]
-        out: set[str] = set()
-        for start in range(0, len(ids), LOOKUP_BATCH):
-            batch = ids[start : start + LOOKUP_BATCH]
-            hits = await self._vectors.search(
-                self._probe,
-                tenant_id=tenant,
-                k=4 * len(batch),  # a long record's chunk points share its record_id
-                filters={"record_id": batch, "current_at": time.time()},
-            )
-            out.update(str(h.payload.get("record_id")) for h in hits)
-        return sorted(uuid.UUID(i) for i in out)
+        # a long record's chunk points share its record_id: room for a few per record
+        found = await self._lookup(tenant, [str(r["id"]) for r in rows], {"current_at": time.time()}, per=4)
+        return sorted(uuid.UUID(i) for i in found)
 
     async def _existing(self, tenant: str, record_type: str | list[str], record_ids: list[str]) -> set[str]:
         """The record ids among ``record_ids`` that have a point of ``record_type`` in the live collection."""
+        return await self._lookup(tenant, record_ids, {"record_type": record_type})
+
+    async def _lookup(
+        self, tenant: str, record_ids: list[str], filters: dict[str, Any], *, per: int = 1
+    ) -> set[str]:
+        """The record ids among ``record_ids`` with a point matching ``filters`` (batched lookups)."""
         found: set[str] = set()
         for start in range(0, len(record_ids), LOOKUP_BATCH):
             batch = record_ids[start : start + LOOKUP_BATCH]
             hits = await self._vectors.search(
-                self._probe,
-                tenant_id=tenant,
-                k=len(batch),
-                filters={"record_type": record_type, "record_id": batch},
+                self._probe, tenant_id=tenant, k=per * len(batch), filters={**filters, "record_id": batch}
             )
             found.update(str(h.payload.get("record_id")) for h in hits)
         return found
