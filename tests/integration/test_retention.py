@@ -51,6 +51,8 @@ async def test_archive_moves_old_consolidated_episodes(env: Env, tenant: str, ke
     await consolidate_partition(0, run_id=run.id, stores=env.stores, settings=env.settings.consolidation)
     pending = episode(tenant, old[0].session_id, "pending", "Not consolidated yet.", now - timedelta(days=41))
     await env.episodic.insert_episodes([pending])
+    # A replaced episode keeps its relation in the archive (issue 26).
+    await env.episodic.supersede(tenant_id=tenant, links=[(old[0].id, old[1].id, old[1].created_at)])
     summaries_before = await _summary_points(env, tenant)
     assert await _chunk_points(env, tenant) == len(episode_chunks(LONG)) > 0
     version = await env.embedder.model_version()
@@ -68,6 +70,10 @@ async def test_archive_moves_old_consolidated_episodes(env: Env, tenant: str, ke
         "SELECT id, tsv IS NOT NULL AS has_tsv FROM episodes_archive WHERE tenant_id = $1", tenant
     )
     assert {r["id"] for r in archived} == {e.id for e in old} and all(r["has_tsv"] for r in archived)
+    replaced = await env.pool.fetchrow(
+        "SELECT superseded_by, superseded_at FROM episodes_archive WHERE id = $1", old[0].id
+    )
+    assert tuple(replaced) == (old[1].id, old[1].created_at)
     left = {r["id"] for r in await env.pool.fetch("SELECT id FROM episodes WHERE tenant_id = $1", tenant)}
     assert left == {e.id for e in recent} | {pending.id}
     points = await episode_point_records(env, tenant)
