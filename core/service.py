@@ -122,14 +122,10 @@ class HybridMemoryService:
         now = datetime.now(UTC)
         episodes = [self.build_episode(tenant_id, item, now=now) for item in items]
         links = await supersedes.resolve(
-            self._episodic,
-            tenant_id,
-            [
-                (f"{field}[{i}]" if field == "episodes" else field, ep.id, item.supersedes, ep.created_at)
-                for i, (ep, item) in enumerate(zip(episodes, items, strict=True))
-            ],
-            batch={ep.id: "episode" for ep in episodes},
-        )
+            self._episodic, tenant_id, field=field, indexed=field == "episodes", kind="episode",
+            ids=[e.id for e in episodes], refs=[i.supersedes for i in items],
+            times=[e.created_at for e in episodes],
+        )  # fmt: skip
         inserted = await self._episodic.insert_episodes(episodes)
         fresh = set(inserted)
         await self._buffer([e for e in episodes if e.id in fresh])
@@ -334,19 +330,9 @@ class HybridMemoryService:
         ids = [deterministic_id(tenant_id, "memory", item.id or uuid.uuid4().hex) for item in items]
         known = {m.id: m for m in await self._episodic.get_memories(tenant_id=tenant_id, memory_ids=ids)}
         links = await supersedes.resolve(
-            self._episodic,
-            tenant_id,
-            [
-                (
-                    f"{field}[{i}]" if field == "memories" else field,
-                    mid,
-                    item.supersedes,
-                    item.valid_from or now,
-                )
-                for i, (mid, item) in enumerate(zip(ids, items, strict=True))
-            ],
-            batch=dict.fromkeys(ids, "memory"),
-        )
+            self._episodic, tenant_id, field=field, indexed=field == "memories", kind="memory", ids=ids,
+            refs=[i.supersedes for i in items], times=[i.valid_from or now for i in items],
+        )  # fmt: skip
         records = [
             MemoryRecord(
                 id=mid,

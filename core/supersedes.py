@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -50,28 +50,37 @@ def _candidates(tenant_id: str, ref: str) -> list[tuple[uuid.UUID, RecordType | 
 async def resolve(
     episodic: EpisodicStore,
     tenant_id: str,
-    requests: Sequence[tuple[str, uuid.UUID, Sequence[str] | None, datetime]],
     *,
-    batch: Mapping[uuid.UUID, RecordType],
+    field: str,
+    indexed: bool,
+    kind: RecordType,
+    ids: Sequence[uuid.UUID],
+    refs: Sequence[Sequence[str] | None],
+    times: Sequence[datetime],
 ) -> list[Link]:
-    """The links that ``requests`` declare: each (field, writer's id, references, from when). A reference
-    may name a record stored already or one written in the same batch (``batch``: id → type)."""
-    wanted = [(field, by, refs, at) for field, by, refs, at in requests if refs]
+    """The links a batch of writes declares: write ``i`` (a record of ``kind`` with id ``ids[i]``, from
+    ``times[i]``) replaces what ``refs[i]`` names. A reference may name a record stored already or one
+    of the batch. Errors name ``{field}[i].supersedes[j]`` (``indexed``) or ``{field}.supersedes[j]``."""
+    wanted = [
+        (f"{field}[{i}]" if indexed else field, by, list(r), at)
+        for i, (by, r, at) in enumerate(zip(ids, refs, times, strict=True))
+        if r
+    ]
     if not wanted:
         return []
-    ids = {cid for _, _, refs, _ in wanted for ref in refs for cid, _ in _candidates(tenant_id, ref)}
+    candidates = {cid for _, _, rs, _ in wanted for ref in rs for cid, _ in _candidates(tenant_id, ref)}
     known: dict[uuid.UUID, RecordType] = dict(
-        await episodic.find_records(tenant_id=tenant_id, ids=sorted(ids, key=str))
+        await episodic.find_records(tenant_id=tenant_id, ids=sorted(candidates, key=str))
     )
-    known.update(batch)
+    known.update(dict.fromkeys(ids, kind))
     links: list[Link] = []
-    for field, by, refs, at in wanted:
-        for j, ref in enumerate(refs):
-            name = f"{field}.supersedes[{j}]"
+    for name_of, by, rs, at in wanted:
+        for j, ref in enumerate(rs):
+            name = f"{name_of}.supersedes[{j}]"
             found = [
                 (cid, known[cid])
-                for cid, kind in _candidates(tenant_id, ref)
-                if cid in known and (kind is None or known[cid] == kind)
+                for cid, ref_kind in _candidates(tenant_id, ref)
+                if cid in known and (ref_kind is None or known[cid] == ref_kind)
             ]
             if not found:
                 raise InvalidInput(name, f"no episode or memory {ref!r} in this tenant")
