@@ -27,6 +27,7 @@ import asyncpg
 from core.errors import InvalidInput, StoreUnavailable
 from core.models import Episode, MemoryRecord
 from core.stores.postgres_rows import (
+    CURRENCY_KEYS,
     episode_columns,
     episode_from_row,
     memory_columns,
@@ -209,8 +210,11 @@ class PostgresBm25Search:
         cap: int | None = None,
     ) -> dict[str, float]:
         """Exact document frequency of each lexeme under the request's filters, cached like N (one
-        statement for the lexemes not cached, another for those that reach ``cap``)."""
-        scope = f"{table}:{tenant_id}:{sorted((filters or {}).items())!r}"
+        statement for the lexemes not cached, another for those that reach ``cap``). The currency keys
+        (``current_at``, a time that differs per request, and ``as_of``) are left out: frequencies count
+        superseded rows too, so that every request shares the cache."""
+        filters = {k: v for k, v in (filters or {}).items() if k not in CURRENCY_KEYS}
+        scope = f"{table}:{tenant_id}:{sorted(filters.items())!r}"
         now = time.monotonic()
         out: dict[str, float] = {}
         missing: list[str] = []

@@ -89,6 +89,10 @@ def memory_from_row(row: Mapping[str, Any]) -> MemoryRecord:
     )  # fmt: skip
 
 
+# Filter keys about currency (core.retrieval.query.Filters.for_stores); ``current_at`` differs per request.
+CURRENCY_KEYS = ("current_at", "as_of")
+
+
 def _moment(value: Any) -> datetime:
     """A filter's time (epoch seconds from ``for_stores``, or a datetime) as an aware datetime."""
     if isinstance(value, datetime):

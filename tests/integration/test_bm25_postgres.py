@@ -181,3 +181,19 @@ async def test_a_search_over_its_work_budget_scores_rare_rows_and_the_newest_row
     want = await full.search_text(tenant_id=tenant, query="zorblat k7zz", k=10)
     again = await unbounded.search_text(tenant_id=tenant, query="zorblat k7zz", k=10)
     assert [e.id for e, _ in again] == [e.id for e, _ in want] and unbounded.budget_fills == 0
+
+
+async def test_document_frequencies_are_shared_by_requests_at_different_times(
+    pg_pool: asyncpg.Pool, tenant: str
+) -> None:
+    """Every read asks for what is current *now* (``current_at``, a new time per request): the cached
+    document frequencies must not be keyed by it, or no request would ever find them cached."""
+    store = PostgresEpisodeStore(pg_pool)
+    await store.insert_episodes(
+        [_ep(tenant, f"zorblat entry k{i % 100}zz number {i}", i) for i in range(300)]
+    )
+    search = PostgresBm25Search(pg_pool, prune_df=0.5, prune_min_docs=100)
+    for at in (1_000.0, 2_000.0, 3_000.0):
+        await search.search_text(tenant_id=tenant, query="zorblat k7zz", k=3, filters={"current_at": at})
+    scopes = {key.rsplit(":", 1)[0] for key in search._dfs if tenant in key}
+    assert len(scopes) == 1, scopes
