@@ -123,6 +123,20 @@ async def _replaced(deployment: str, old: set[int]) -> bool:
     )
 
 
+async def _kill_during_a_run(hm: AsyncHybridMemClient, phase: Phase, deployment: str) -> tuple[Any, float]:
+    """Start a consolidation run, SIGKILL the deployment's replicas at once, and wait for Serve to have a
+    new one healthy; (the run as started, seconds until the replacement)."""
+    old = _replica_pids(deployment)
+    run = await hm.consolidate()
+    for pid in old:
+        os.kill(pid, signal.SIGKILL)
+    phase.mark("down")
+    recovery = await until(
+        lambda: _replaced(deployment, old), timeout_s=REPLACE_TIMEOUT_S, what=f"a new {deployment}"
+    )
+    return run, recovery
+
+
 def _record(phase: Phase, recovery_s: float | None, note: str = "") -> None:
     report.record(
         phase.name, summary(phase), recovery_s=None if recovery_s is None else round(recovery_s, 1), note=note
@@ -256,14 +270,7 @@ async def test_retriever_killed(fault_stack: FaultStack, load: Load, hm: AsyncHy
     picks the rest up."""
     async with load.phase("retriever (engine owner) killed", "retriever-kill") as ph:
         await asyncio.sleep(WARMUP_S)
-        old = _replica_pids("Retriever")
-        run = await hm.consolidate()
-        for pid in old:
-            os.kill(pid, signal.SIGKILL)
-        ph.mark("down")
-        recovery = await until(
-            lambda: _replaced("Retriever", old), timeout_s=REPLACE_TIMEOUT_S, what="a new Retriever"
-        )
+        run, recovery = await _kill_during_a_run(hm, ph, "Retriever")
         ph.mark("up")
         first = await hm.wait_consolidation(run.id, poll_s=0.5, timeout_s=REPLACE_TIMEOUT_S)
         await ph.settle()
@@ -344,17 +351,8 @@ async def test_scheduler_killed(fault_stack: FaultStack, load: Load, hm: AsyncHy
     replica, which resumes the run under the same id, so the client waiting on it sees it succeed."""
     async with load.phase("scheduler killed", "scheduler-kill") as ph:
         await asyncio.sleep(WARMUP_S)
-        old = _replica_pids("ConsolidationScheduler")
-        run = await hm.consolidate()
-        for pid in old:
-            os.kill(pid, signal.SIGKILL)
-        ph.mark("down")
+        run, recovery = await _kill_during_a_run(hm, ph, "ConsolidationScheduler")
         was = run.status
-        recovery = await until(
-            lambda: _replaced("ConsolidationScheduler", old),
-            timeout_s=REPLACE_TIMEOUT_S,
-            what="a new scheduler",
-        )
         ph.mark("up")
         done = await hm.wait_consolidation(run.id, poll_s=0.5, timeout_s=REPLACE_TIMEOUT_S)
         await ph.settle()
